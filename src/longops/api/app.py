@@ -1,0 +1,52 @@
+"""The FastAPI application and its lifespan (database, migrations, engine)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from longops._version import __version__
+from longops.api.body_limit import BodyLimitMiddleware
+from longops.api.deps import AppState
+from longops.api.errors import install_error_handlers
+from longops.api.routes import batches, health, jobs
+from longops.engine.engine import Engine
+from longops.engine.metrics import Metrics
+from longops.providers.registry import configured_providers
+from longops.settings import Settings
+from longops.store.db import open_database
+from longops.store.migrate import upgrade_database
+
+
+def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = open_database(settings.database_url)
+        await upgrade_database(db)
+        metrics = Metrics()
+        state = AppState(settings=settings, db=db, metrics=metrics, providers=configured_providers(settings))
+        if run_engine:
+            state.engine = Engine(settings, db, metrics)
+            await state.engine.start()
+        app.state.longops = state
+        try:
+            yield
+        finally:
+            if state.engine is not None:
+                await state.engine.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="longops",
+        version=__version__,
+        description="Long-running operations and LLM batches: REST API.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(batches.router)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,122 @@
+"""``/v1/batches``: create, list, get, cancel, items and results of LLM batches."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from longops.api.deps import Org, State
+from longops.api.errors import APIError
+from longops.domain.requests import parse_requests
+from longops.domain.schemas import Batch, Item, Page
+from longops.domain.statuses import ItemStatus, JobStatus
+from longops.providers.registry import not_configured_reason
+from longops.store import jobs as job_store
+from longops.store.items import list_item_rows, stream_result_lines
+from longops.store.views import LLM_BATCH, item_view
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size (1–1000)")]
+
+
+class BatchCreate(BaseModel):
+    """Body of ``POST /v1/batches``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="provider name, e.g. anthropic or simulator")
+    requests: list[Any] = Field(description='[{"custom_id", "params"}]; params is the provider request body')
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    callback_url: str | None = None
+
+
+@router.post("", status_code=201, response_model=Batch)
+async def create_batch(
+    body: BatchCreate,
+    request: Request,
+    state: State,
+    org: Org,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Batch:
+    spec = state.providers.get(body.provider)
+    if spec is None:
+        raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
+    parsed = parse_requests(
+        body.requests,
+        accepts_openai_lines=spec.accepts_openai_lines,
+        max_requests=state.settings.max_batch_requests,
+    )
+    new = job_store.NewBatch(
+        org_id=org,
+        provider=body.provider,
+        requests=parsed,
+        metadata=body.metadata,
+        callback_url=body.callback_url,
+        idempotency_key=idempotency_key,
+        request_hash=hashlib.sha256(await request.body()).hexdigest() if idempotency_key else None,
+    )
+    batch_id, _replayed = await job_store.create_batch(state.db, new)
+    if state.engine is not None:
+        state.engine.wake()
+    return await job_store.get_batch(state.db, org, batch_id)
+
+
+@router.get("", response_model=Page[Batch])
+async def list_batches(
+    state: State,
+    org: Org,
+    limit: Limit = 20,
+    after: str | None = None,
+    status: JobStatus | None = None,
+) -> Page[Batch]:
+    async with state.db.read() as conn:
+        rows, has_more = await job_store.list_job_rows(
+            conn, org, limit=limit, after=after, job_type=LLM_BATCH, status=status
+        )
+        data = await job_store.load_batches(conn, rows)
+    return Page[Batch](data=data, has_more=has_more, last_id=data[-1].id if data else None)
+
+
+@router.get("/{batch_id}", response_model=Batch)
+async def get_batch(batch_id: str, state: State, org: Org) -> Batch:
+    return await job_store.get_batch(state.db, org, batch_id)
+
+
+@router.post("/{batch_id}/cancel", response_model=Batch)
+async def cancel_batch(batch_id: str, state: State, org: Org) -> Batch:
+    await job_store.get_batch(state.db, org, batch_id)  # 404 for jobs that are not batches
+    await job_store.cancel_job(state.db, org, batch_id)
+    if state.engine is not None:
+        state.engine.wake()
+    return await job_store.get_batch(state.db, org, batch_id)
+
+
+@router.get("/{batch_id}/items", response_model=Page[Item])
+async def list_items(
+    batch_id: str,
+    state: State,
+    org: Org,
+    limit: Limit = 20,
+    after: str | None = None,
+    status: ItemStatus | None = None,
+) -> Page[Item]:
+    await job_store.get_batch(state.db, org, batch_id)
+    async with state.db.read() as conn:
+        rows, has_more = await list_item_rows(conn, batch_id, limit=limit, after=after, status=status)
+    data = [item_view(row) for row in rows]
+    return Page[Item](data=data, has_more=has_more, last_id=data[-1].id if data else None)
+
+
+@router.get(
+    "/{batch_id}/results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "one JSON line per final item"}},
+)
+async def batch_results(batch_id: str, state: State, org: Org) -> StreamingResponse:
+    await job_store.get_batch(state.db, org, batch_id)
+    return StreamingResponse(stream_result_lines(state.db, batch_id), media_type="application/x-ndjson")

@@ -1,0 +1,1 @@
+"""Pure domain model: statuses, transitions, provider-status mapping and schemas. No I/O here."""

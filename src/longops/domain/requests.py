@@ -1,0 +1,96 @@
+"""Validation of the requests of a new batch (DESIGN §5 "Requests").
+
+Input is checked whole before anything is stored; the first problem is reported with the request's
+index and ``custom_id`` so a user can find it in a file of a million lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+OPENAI_BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses"})
+
+
+class BatchValidationError(ValueError):
+    """Invalid batch input; ``field`` is the JSON path of the offending value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    custom_id: str
+    params_json: str  # the provider request body, serialized once, stored and sent as is
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.params_json.encode())
+
+
+def _where(index: int, custom_id: object) -> str:
+    if isinstance(custom_id, str):
+        return f"requests[{index}] (custom_id {custom_id!r})"
+    return f"requests[{index}]"
+
+
+def parse_requests(raw: Any, *, accepts_openai_lines: bool, max_requests: int) -> list[BatchRequest]:
+    """Validate raw ``requests`` and return them normalized to ``custom_id`` + ``params``.
+
+    For OpenAI-family providers an OpenAI batch line ``{custom_id, method, url, body}`` is accepted
+    and its ``body`` becomes ``params``.
+    """
+    if not isinstance(raw, list):
+        raise BatchValidationError("requests", "must be a list of requests")
+    if not raw:
+        raise BatchValidationError("requests", "must contain at least one request")
+    if len(raw) > max_requests:
+        raise BatchValidationError(
+            "requests", f"has {len(raw)} requests; at most {max_requests} are allowed (MAX_BATCH_REQUESTS)"
+        )
+    seen: set[str] = set()
+    parsed: list[BatchRequest] = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise BatchValidationError(f"requests[{index}]", "must be an object with custom_id and params")
+        custom_id = entry.get("custom_id")
+        where = _where(index, custom_id)
+        if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
+            raise BatchValidationError(
+                f"{where}.custom_id", "must be a string matching ^[A-Za-z0-9_-]{1,64}$"
+            )
+        if custom_id in seen:
+            raise BatchValidationError(f"{where}.custom_id", "is a duplicate: custom_id must be unique")
+        seen.add(custom_id)
+        params = _params_of(entry, where, accepts_openai_lines)
+        parsed.append(BatchRequest(custom_id, json.dumps(params, separators=(",", ":"))))
+    return parsed
+
+
+def _params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool) -> dict[str, Any]:
+    extra = set(entry) - {"custom_id", "params", "method", "url", "body"}
+    if extra:
+        raise BatchValidationError(f"{where}", f"unknown field(s): {', '.join(sorted(extra))}")
+    if "params" in entry:
+        params = entry["params"]
+        if not isinstance(params, dict):
+            raise BatchValidationError(f"{where}.params", "must be an object (the provider's request body)")
+        return params
+    if accepts_openai_lines and "body" in entry:
+        if entry.get("method", "POST") != "POST":
+            raise BatchValidationError(f"{where}.method", "must be POST")
+        if entry.get("url") not in OPENAI_BATCH_URLS:
+            raise BatchValidationError(
+                f"{where}.url", f"must be one of {', '.join(sorted(OPENAI_BATCH_URLS))}"
+            )
+        body = entry["body"]
+        if not isinstance(body, dict):
+            raise BatchValidationError(f"{where}.body", "must be an object")
+        return body
+    raise BatchValidationError(f"{where}.params", "is required")

@@ -1,0 +1,131 @@
+"""Public objects of the REST contract (DESIGN §5), shared by the API and the SDK.
+
+Timestamps are aware UTC datetimes; pydantic serializes them as ISO 8601 ending in ``Z``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus
+
+JsonObject = dict[str, Any]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RequestCounts(_Model):
+    total: int = 0
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+
+class CallbackSummary(_Model):
+    sent_at: datetime | None = None
+    status_code: int | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class ErrorDetail(_Model):
+    type: str
+    message: str
+
+
+class ProviderBatchView(_Model):
+    id: str
+    provider_batch_id: str | None
+    status: ProviderBatchStatus
+    processing_status: str | None
+    request_count: int
+    last_polled_at: datetime | None
+    error: ErrorDetail | None = None
+
+
+class Progress(_Model):
+    completed: int | float
+    total: int | float | None = None
+    message: str | None = None
+
+
+class Batch(_Model):
+    id: str
+    object: Literal["batch"] = "batch"
+    job_type: Literal["llm_batch"] = "llm_batch"
+    status: JobStatus
+    provider: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    request_counts: RequestCounts
+    metadata: JsonObject = Field(default_factory=dict)
+    callback_url: str | None = None
+    callback: CallbackSummary = Field(default_factory=CallbackSummary)
+    provider_batches: list[ProviderBatchView] = Field(default_factory=list)
+    stop_reason: str | None = None
+    error: ErrorDetail | None = None
+
+
+class Job(_Model):
+    id: str
+    object: Literal["job"] = "job"
+    job_type: str
+    status: JobStatus
+    input: Any = None
+    result: Any = None
+    error: ErrorDetail | None = None
+    progress: Progress | None = None
+    attempts: int = 0
+    metadata: JsonObject = Field(default_factory=dict)
+    callback_url: str | None = None
+    callback: CallbackSummary = Field(default_factory=CallbackSummary)
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    stop_reason: str | None = None
+
+
+class Item(_Model):
+    id: str
+    object: Literal["batch_item"] = "batch_item"
+    custom_id: str
+    status: ItemStatus
+    provider_batch_id: str | None = None
+    response: Any = None
+    error: ErrorDetail | None = None
+    attempts: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class ResultLine(_Model):
+    custom_id: str
+    status: ItemStatus
+    response: Any = None
+    error: ErrorDetail | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    has_more: bool
+    last_id: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

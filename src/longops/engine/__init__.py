@@ -1,0 +1,1 @@
+"""Background machinery: leadership, submitter, poller (and, on every instance, shared loops)."""

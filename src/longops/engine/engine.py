@@ -1,0 +1,155 @@
+"""The engine of one process: leadership, and the leader-only loops while it leads.
+
+A standby tries to become leader every ``LEADER_RETRY_SECONDS`` (with jitter). A leader checks its
+leadership before every cycle of its loops is allowed to continue (at most every second); on loss it
+stops the leader-only loops at once, and only then tries to lead again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
+from longops.engine.loop import Loop, LoopRunner
+from longops.engine.metrics import Metrics
+from longops.engine.poller import Poller
+from longops.engine.submitter import Submitter
+from longops.providers.registry import ProviderRegistry, build_registry
+from longops.settings import Settings
+from longops.store.db import Database, sqlite_path
+
+log = logging.getLogger(__name__)
+
+LEADER_CHECK_SECONDS = 1.0
+
+
+def make_leadership(settings: Settings, db: Database) -> Leadership:
+    path = sqlite_path(settings.database_url)
+    if db.is_sqlite:
+        if path is None:
+            raise ValueError("the engine needs a SQLite file, not an in-memory database")
+        return SQLiteLeadership(path)
+    return PostgresLeadership(
+        settings.leader_database_url or settings.database_url, settings.leader_lock_name
+    )
+
+
+class Engine:
+    def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
+        self._settings = settings
+        self._db = db
+        self._metrics = metrics
+        self._leadership = make_leadership(settings, db)
+        self._registry: ProviderRegistry | None = None
+        self._runner: LoopRunner | None = None
+        self._shared_runner: LoopRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self.is_leader = False
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.is_leader else "standby"
+
+    async def start(self) -> None:
+        """Start; on SQLite, take the one-engine guard first (raises EngineAlreadyRunning)."""
+        if self._db.is_sqlite:
+            await self._leadership.try_acquire()
+        simulator_url = self._settings.simulator_url
+        if simulator_url is None:
+            from longops.providers.simulator.server import start_embedded
+
+            simulator_url = await self._stack.enter_async_context(
+                start_embedded(
+                    processing_seconds=self._settings.simulator_processing_seconds,
+                    error_rate=self._settings.simulator_error_rate,
+                    state_dir=self._settings.simulator_state_dir,
+                )
+            )
+            log.info("bundled simulator provider listening at %s", simulator_url)
+        self._registry = build_registry(self._settings, simulator_url)
+        self._shared_runner = LoopRunner(self.shared_loops())
+        self._shared_runner.start()
+        self._task = asyncio.create_task(self._lead(), name="longops-leadership")
+
+    def wake(self) -> None:
+        for runner in (self._runner, self._shared_runner):
+            if runner is not None:
+                runner.wake()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+        await self._step_down(timeout)
+        if self._shared_runner is not None:
+            await self._shared_runner.stop(timeout)
+        await self._leadership.release()
+        if self._registry is not None:
+            await self._registry.aclose()
+        await self._stack.aclose()
+
+    def leader_loops(self) -> list[Loop]:
+        assert self._registry is not None
+        return [
+            Submitter(self._db, self._registry, self._settings, self._metrics),
+            Poller(self._db, self._registry, self._settings, self._metrics),
+        ]
+
+    def shared_loops(self) -> list[Loop]:
+        """Loops that run on every instance, leader or not."""
+        return []
+
+    async def _lead(self) -> None:
+        while not self._stopping.is_set():
+            if not self.is_leader:
+                try:
+                    acquired = await self._leadership.try_acquire()
+                except Exception as exc:  # database down: stay standby and retry
+                    log.warning("leader election failed: %s", exc)
+                    acquired = False
+                if acquired:
+                    self._become_leader()
+                else:
+                    await self._pause(self._settings.leader_retry_seconds * random.uniform(0.8, 1.2))
+                    continue
+            if not await self._leadership.still_leader():
+                log.error("leadership lost: stopping leader-only loops")
+                await self._step_down(timeout=0)
+                continue
+            await self._pause(LEADER_CHECK_SECONDS)
+
+    def _become_leader(self) -> None:
+        log.info("this instance is now the leader")
+        self.is_leader = True
+        self._metrics.leader.set(1)
+        self._runner = LoopRunner(self.leader_loops())
+        self._runner.start()
+
+    async def _step_down(self, timeout: float) -> None:
+        runner, self._runner = self._runner, None
+        self.is_leader = False
+        self._metrics.leader.set(0)
+        if runner is not None:
+            await runner.stop(timeout)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(settings: Settings, db: Database, metrics: Metrics) -> AsyncIterator[Engine]:
+    engine = Engine(settings, db, metrics)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()

@@ -1,0 +1,194 @@
+"""Poller (leader only): asks providers about running batches and ingests the results of ended ones.
+
+Invariants:
+
+* Every running provider batch is due again at some point: a success schedules the next poll at the
+  interval plus jitter, a provider error or timeout at an exponential backoff. Nothing is dropped.
+* Only the provider's ``ended`` (or ``failed``) ends a provider batch; intermediate states such as
+  ``canceling`` keep it running.
+* Results are streamed and written in chunks, each chunk its own transaction and idempotent, and only
+  when the whole stream has been read is the provider batch marked completed. A stream cut midway
+  leaves it running; the next cycle streams again and writes only what is still missing.
+* One cycle costs a constant number of statements for the batches that did not end: one query for
+  the due batches and one executemany for their bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from longops.domain.provider_status import ProviderPhase
+from longops.domain.statuses import ItemStatus
+from longops.engine.backoff import exponential, with_jitter
+from longops.engine.metrics import Metrics
+from longops.providers.base import Provider, ProviderBatchInfo, ProviderError, ProviderResult
+from longops.providers.registry import ProviderRegistry
+from longops.settings import Settings
+from longops.store import provider_batches as pbs
+from longops.store.db import Database
+from longops.store.items import close_items, ingest_results
+from longops.store.transitions import finalize_batch_if_done
+from longops.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
+
+
+@dataclass
+class CycleStats:
+    polled: int = 0
+    ended: int = 0
+    still_running: int = 0
+    errors: int = 0
+    items_ingested: int = 0
+
+
+class Poller:
+    name = "poller"
+
+    def __init__(
+        self, db: Database, providers: ProviderRegistry, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._settings = settings
+        self._metrics = metrics
+
+    async def run_once(self) -> float:
+        started = time.perf_counter()
+        now = utcnow()
+        due = await pbs.due_polls(self._db, now, self._settings.poll_batch_size)
+        stats = CycleStats()
+        gate = asyncio.Semaphore(self._settings.poll_concurrency)
+
+        async def poll(pb: RowMapping) -> pbs.PollRecord | None:
+            async with gate:
+                return await self._poll_one(pb, stats)
+
+        outcomes = await asyncio.gather(*(poll(pb) for pb in due))
+        await pbs.record_polls(self._db, [r for r in outcomes if r is not None], utcnow())
+        elapsed = time.perf_counter() - started
+        self._record(stats, elapsed)
+        if len(due) == self._settings.poll_batch_size:
+            return 0.0  # more are due: keep going
+        return min(1.0, self._settings.poll_interval_seconds)
+
+    def _record(self, stats: CycleStats, elapsed: float) -> None:
+        m = self._metrics
+        m.poll_cycles.inc()
+        m.polled.inc(stats.polled)
+        m.ended.inc(stats.ended)
+        m.poll_errors.inc(stats.errors)
+        m.items_ingested.inc(stats.items_ingested)
+        m.still_running.set(stats.still_running)
+        m.poll_duration.observe(elapsed)
+        if stats.polled:
+            log.info(
+                "poll cycle: polled=%d ended=%d running=%d errors=%d items=%d duration=%.3fs",
+                stats.polled,
+                stats.ended,
+                stats.still_running,
+                stats.errors,
+                stats.items_ingested,
+                elapsed,
+            )
+
+    async def _poll_one(self, pb: RowMapping, stats: CycleStats) -> pbs.PollRecord | None:
+        provider = self._providers.get(pb["provider"])
+        if provider is None:
+            log.warning("provider %r of %s is not configured here; will retry", pb["provider"], pb["id"])
+            return self._failed_poll(pb, {"type": "provider_not_configured", "message": pb["provider"]})
+        stats.polled += 1
+        cancel_now = pb["cancel_requested_at"] is not None and pb["cancel_sent_at"] is None
+        try:
+            if cancel_now:
+                info = await provider.cancel(pb["provider_batch_id"])
+            else:
+                info = await provider.retrieve(pb["provider_batch_id"])
+            if info.phase == ProviderPhase.RUNNING:
+                stats.still_running += 1
+                return self._running(pb, info, cancel_sent=cancel_now)
+            if info.phase == ProviderPhase.FAILED:
+                await self._provider_failed(pb, info)
+            else:
+                stats.items_ingested += await self._ingest(provider, pb, info)
+            stats.ended += 1
+            return None
+        except ProviderError as exc:
+            stats.errors += 1
+            log.warning("poll of %s (%s) failed: %s", pb["id"], pb["provider_batch_id"], exc.message)
+            return self._failed_poll(pb, {"type": exc.error_type, "message": exc.message})
+
+    def _running(self, pb: RowMapping, info: ProviderBatchInfo, *, cancel_sent: bool) -> pbs.PollRecord:
+        delay = with_jitter(self._settings.poll_interval_seconds, self._settings.poll_jitter_seconds)
+        return pbs.PollRecord(
+            pb_id=pb["id"],
+            processing_status=info.processing_status,
+            next_poll_at=utcnow() + timedelta(seconds=delay),
+            poll_errors=0,
+            error=None,
+            cancel_sent=cancel_sent,
+        )
+
+    def _failed_poll(self, pb: RowMapping, error: dict[str, Any]) -> pbs.PollRecord:
+        errors = int(pb["poll_errors"]) + 1
+        delay = exponential(
+            errors, base=self._settings.poll_interval_seconds, cap=self._settings.poll_max_backoff_seconds
+        )
+        return pbs.PollRecord(
+            pb_id=pb["id"],
+            processing_status=None,
+            next_poll_at=utcnow() + timedelta(seconds=delay),
+            poll_errors=errors,
+            error=error,
+        )
+
+    async def _ingest(self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo) -> int:
+        """Stream every result into items, then close the provider batch. Returns items written."""
+        written = 0
+        chunk: list[ProviderResult] = []
+        async for result in provider.results(pb["provider_batch_id"]):
+            chunk.append(result)
+            if len(chunk) >= self._settings.ingest_chunk_size:
+                written += await self._write_chunk(pb["job_id"], chunk)
+                chunk = []
+        if chunk:
+            written += await self._write_chunk(pb["job_id"], chunk)
+        await self._complete(pb, info.processing_status)
+        return written
+
+    async def _write_chunk(self, job_id: str, chunk: list[ProviderResult]) -> int:
+        async with self._db.write() as conn:
+            changed = await ingest_results(conn, job_id, chunk, utcnow(), lock=self._db.is_postgres)
+        return sum(changed.values())
+
+    async def _provider_failed(self, pb: RowMapping, info: ProviderBatchInfo) -> None:
+        error = {
+            "type": "provider_error",
+            "message": info.error or f"provider batch {info.processing_status}",
+        }
+        now = utcnow()
+        async with self._db.write() as conn:
+            if await pbs.fail_provider_batch(conn, pb["id"], error, now):
+                await close_items(
+                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, pb_id=pb["id"]
+                )
+                await finalize_batch_if_done(conn, pb["job_id"], now)
+
+    async def _complete(self, pb: RowMapping, processing_status: str) -> None:
+        """Mark the provider batch completed; items the provider returned nothing for are errored."""
+        now = utcnow()
+        async with self._db.write() as conn:
+            if await pbs.complete_provider_batch(conn, pb["id"], processing_status, now):
+                await close_items(
+                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=MISSING_RESULT, now=now, pb_id=pb["id"]
+                )
+                await finalize_batch_if_done(conn, pb["job_id"], now)

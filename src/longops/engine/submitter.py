@@ -1,0 +1,232 @@
+"""Submitter (leader only): created batches → provider batches, never paying twice.
+
+Invariants:
+
+* A batch is planned (cut into provider batches within the provider's limits) in one transaction
+  that claims it, so a concurrent cancel either wins before anything is planned or sees it claimed.
+* The intent (``submit_started_at``) is committed before the provider is called, and the provider's
+  batch id is stored in the same transaction that learns it.
+* An answer proving nothing was created is retried with backoff; a definitive rejection fails the
+  provider batch and errors its items; an unknown outcome (timeout, 5xx, reset, crash) is reconciled
+  through the provider's list of batches before anything is sent again: one match is adopted, none
+  is resubmitted, several fail the provider batch naming the candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from longops.domain.requests import BatchRequest
+from longops.domain.statuses import ItemStatus, StopReason
+from longops.engine.backoff import exponential, with_jitter
+from longops.engine.metrics import Metrics
+from longops.providers.base import (
+    Provider,
+    ProviderBatchInfo,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from longops.providers.registry import ProviderRegistry
+from longops.settings import Settings
+from longops.store import provider_batches as pbs
+from longops.store.db import Database
+from longops.store.items import close_items
+from longops.store.jobs import CANCELLED_ERROR
+from longops.store.transitions import finalize_batch_if_done, start_job
+from longops.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Provider clocks and ours may disagree; a reconciliation window opens this much before our intent.
+CLOCK_SKEW = timedelta(minutes=2)
+PLAN_PER_CYCLE = 20
+SUBMIT_PER_CYCLE = 20
+
+
+def _error(exc: ProviderError) -> dict[str, Any]:
+    return {"type": exc.error_type, "message": exc.message}
+
+
+class Submitter:
+    name = "submitter"
+
+    def __init__(
+        self, db: Database, providers: ProviderRegistry, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._settings = settings
+        self._metrics = metrics
+
+    async def run_once(self) -> float:
+        for job_id, provider_name in await pbs.batches_to_plan(self._db, PLAN_PER_CYCLE):
+            provider = self._providers.get(provider_name)
+            if provider is None:
+                log.warning("batch %s uses provider %r, which is not configured here", job_id, provider_name)
+                continue
+            await pbs.plan_submission(
+                self._db,
+                job_id,
+                utcnow(),
+                provider=provider_name,
+                max_requests=provider.max_requests,
+                max_bytes=provider.max_bytes,
+            )
+        due = await pbs.due_submissions(self._db, utcnow(), SUBMIT_PER_CYCLE)
+        for pb in due:
+            await self._advance(pb)
+        return 0.0 if len(due) == SUBMIT_PER_CYCLE else self._settings.submit_interval_seconds
+
+    async def _advance(self, pb: RowMapping) -> None:
+        provider = self._providers.get(pb["provider"])
+        if provider is None:
+            log.warning("provider batch %s uses provider %r, not configured here", pb["id"], pb["provider"])
+            return
+        if pb["submit_started_at"] is not None:
+            adopted = await self._reconcile(provider, pb)
+            if adopted is not False:
+                return
+        if pb["cancel_requested_at"] is not None:
+            await self._close_cancelled(pb)
+            return
+        await self._send(provider, pb)
+
+    async def _reconcile(self, provider: Provider, pb: RowMapping) -> bool | None:
+        """Find out whether an earlier attempt created the batch. False: it did not (safe to send)."""
+        now = utcnow()
+        since = pb["submit_started_at"] - CLOCK_SKEW
+        try:
+            recent = await provider.list_recent(since)
+        except ProviderError as exc:
+            log.warning("cannot reconcile provider batch %s yet: %s", pb["id"], exc)
+            await pbs.record_outcome_unknown(
+                self._db, pb["id"], now, now + self._retry_delay(pb), _error(exc)
+            )
+            return None
+        matching = [b for b in recent if b.request_count == pb["request_count"] and b.created_at >= since]
+        known = await pbs.known_provider_batch_ids(
+            self._db, provider.name, [b.provider_batch_id for b in matching]
+        )
+        candidates = [b for b in matching if b.provider_batch_id not in known]
+        if not candidates:
+            log.info("provider batch %s: no earlier submission found at %s; sending", pb["id"], provider.name)
+            return False
+        if len(candidates) == 1:
+            log.warning(
+                "provider batch %s: adopting %s found by reconciliation",
+                pb["id"],
+                candidates[0].provider_batch_id,
+            )
+            await self._store_submitted(provider, pb, candidates[0])
+            return True
+        names = ", ".join(b.provider_batch_id for b in candidates)
+        await self._fail(
+            pb,
+            {
+                "type": StopReason.SUBMISSION_UNKNOWN.value,
+                "message": f"the submission outcome could not be established: several candidate batches ({names})",
+            },
+        )
+        return True
+
+    async def _send(self, provider: Provider, pb: RowMapping) -> None:
+        now = utcnow()
+        if not await pbs.mark_submit_started(self._db, pb["id"], now):
+            return
+        requests: Sequence[BatchRequest] = [
+            BatchRequest(custom_id, params) for custom_id, params in await pbs.request_params(self._db, pb)
+        ]
+        try:
+            info = await provider.create(requests)
+        except ProviderRejected as exc:
+            self._metrics.submit_errors.inc()
+            log.warning("provider %s rejected provider batch %s: %s", provider.name, pb["id"], exc.message)
+            await self._fail(pb, _error(exc))
+            return
+        except ProviderUnavailable as exc:
+            self._metrics.submit_errors.inc()
+            log.warning(
+                "provider %s unavailable for %s (nothing created): %s", provider.name, pb["id"], exc.message
+            )
+            await pbs.record_not_sent(
+                self._db, pb["id"], utcnow(), utcnow() + self._retry_delay(pb), _error(exc)
+            )
+            return
+        except (ProviderOutcomeUnknown, ProviderError) as exc:
+            self._metrics.submit_errors.inc()
+            log.warning("submission of %s has an unknown outcome; will reconcile: %s", pb["id"], exc.message)
+            await pbs.record_outcome_unknown(
+                self._db, pb["id"], utcnow(), utcnow() + self._retry_delay(pb), _error(exc)
+            )
+            return
+        await self._store_submitted(provider, pb, info)
+
+    async def _store_submitted(self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo) -> None:
+        now = utcnow()
+        next_poll = now + timedelta(
+            seconds=with_jitter(self._settings.poll_interval_seconds, self._settings.poll_jitter_seconds)
+        )
+        async with self._db.write() as conn:
+            stored = await pbs.record_submitted(
+                conn,
+                pb["id"],
+                pb["job_id"],
+                provider_batch_id=info.provider_batch_id,
+                processing_status=info.processing_status,
+                now=now,
+                next_poll_at=next_poll,
+            )
+            if stored:
+                await start_job(conn, pb["job_id"], now)
+        if stored:
+            self._metrics.submitted.inc()
+            log.info("provider batch %s submitted as %s", pb["id"], info.provider_batch_id)
+            return
+        # Another writer recorded this provider batch first (a deposed leader's late write cannot get
+        # here without losing this CAS): the batch we just created is an orphan, so stop its spend.
+        log.error(
+            "provider batch %s was recorded elsewhere; cancelling orphan %s", pb["id"], info.provider_batch_id
+        )
+        try:
+            await provider.cancel(info.provider_batch_id)
+        except ProviderError as exc:
+            log.error("could not cancel orphan %s: %s", info.provider_batch_id, exc)
+
+    async def _fail(self, pb: RowMapping, error: dict[str, Any]) -> None:
+        now = utcnow()
+        async with self._db.write() as conn:
+            if await pbs.fail_provider_batch(conn, pb["id"], error, now):
+                await close_items(
+                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, pb_id=pb["id"]
+                )
+                await finalize_batch_if_done(conn, pb["job_id"], now)
+
+    async def _close_cancelled(self, pb: RowMapping) -> None:
+        now = utcnow()
+        async with self._db.write() as conn:
+            if await pbs.fail_provider_batch(conn, pb["id"], CANCELLED_ERROR, now):
+                await close_items(
+                    conn,
+                    pb["job_id"],
+                    to=ItemStatus.CANCELLED,
+                    error=CANCELLED_ERROR,
+                    now=now,
+                    pb_id=pb["id"],
+                )
+                await finalize_batch_if_done(conn, pb["job_id"], now)
+
+    def _retry_delay(self, pb: RowMapping) -> timedelta:
+        return timedelta(
+            seconds=exponential(
+                int(pb["submit_attempts"]) + 1,
+                base=self._settings.submit_interval_seconds,
+                cap=self._settings.poll_max_backoff_seconds,
+            )
+        )

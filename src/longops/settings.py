@@ -1,0 +1,52 @@
+"""All configuration, read from ``LONGOPS_*`` environment variables (DESIGN §5 "Configuration")."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LONGOPS_", extra="ignore")
+
+    database_url: str = "sqlite:///./longops.db"
+    leader_database_url: str | None = None
+    leader_lock_name: str = "longops-leader"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    poll_interval_seconds: float = Field(60.0, gt=0)
+    poll_jitter_seconds: float = Field(10.0, ge=0)
+    poll_batch_size: int = Field(100, ge=1)
+    poll_concurrency: int = Field(16, ge=1)
+    poll_max_backoff_seconds: float = Field(900.0, gt=0)
+    submit_interval_seconds: float = Field(1.0, gt=0)
+    provider_timeout_seconds: float = Field(60.0, gt=0)
+    ingest_chunk_size: int = Field(1000, ge=1)
+
+    anthropic_max_requests: int = Field(100_000, ge=1)
+    anthropic_max_bytes: int = Field(268_435_456, ge=1)
+
+    simulator_url: str | None = None
+    simulator_state_dir: str = "./.longops-simulator"
+    simulator_processing_seconds: float = Field(5.0, ge=0)
+    simulator_error_rate: float = Field(0.0, ge=0, le=1)
+
+    leader_retry_seconds: float = Field(5.0, gt=0)
+    job_lease_seconds: float = Field(30.0, gt=0)
+
+    webhook_secret: str | None = None
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_backoff_seconds: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_allow_private: bool = False
+
+    max_request_bytes: int = Field(268_435_456, ge=1)
+    max_batch_requests: int = Field(1_000_000, ge=1)
+    handlers: str | None = None
+    retention_days: float = Field(30.0, gt=0)
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

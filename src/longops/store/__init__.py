@@ -1,0 +1,1 @@
+"""Persistence: tables, queries and bulk writes for SQLite and PostgreSQL."""

@@ -1,0 +1,248 @@
+"""Creating, reading, listing and cancelling jobs (batches are jobs of type ``llm_batch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from longops.domain.ids import new_id
+from longops.domain.requests import BatchRequest
+from longops.domain.schemas import Batch
+from longops.domain.statuses import ItemStatus, JobStatus, StopReason
+from longops.store.db import Database
+from longops.store.items import close_items
+from longops.store.tables import items, jobs, provider_batches
+from longops.store.transitions import finish_job
+from longops.store.types import utcnow
+from longops.store.views import LLM_BATCH, batch_view, group_by_job
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+INSERT_CHUNK = 5000
+
+
+class IdempotencyConflict(Exception):
+    pass
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class CancelNotAllowed(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"job is {status}; a finished job cannot be cancelled")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    org_id: str
+    provider: str
+    requests: Sequence[BatchRequest]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+async def _idempotent_match(conn: AsyncConnection, new: NewBatch, now: datetime) -> str | None:
+    """The id of the batch an earlier call with the same key created, or None to create a new one."""
+    if new.idempotency_key is None:
+        return None
+    row = (
+        (
+            await conn.execute(
+                select(jobs.c.id, jobs.c.request_hash, jobs.c.created_at).where(
+                    jobs.c.org_id == new.org_id, jobs.c.idempotency_key == new.idempotency_key
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    if row["created_at"] < now - IDEMPOTENCY_WINDOW:
+        # The key has expired: free it for this new batch.
+        await conn.execute(update(jobs).where(jobs.c.id == row["id"]).values(idempotency_key=None))
+        return None
+    if row["request_hash"] != new.request_hash:
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
+    return str(row["id"])
+
+
+async def create_batch(db: Database, new: NewBatch) -> tuple[str, bool]:
+    """Store a batch and all its items in one transaction. Returns (batch id, replayed)."""
+    for attempt in range(2):
+        try:
+            return await _create_batch_once(db, new)
+        except IntegrityError:
+            # A concurrent create with the same Idempotency-Key won the unique index: replay it.
+            if new.idempotency_key is None or attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _create_batch_once(db: Database, new: NewBatch) -> tuple[str, bool]:
+    now = utcnow()
+    async with db.write() as conn:
+        existing = await _idempotent_match(conn, new, now)
+        if existing is not None:
+            return existing, True
+        job_id = new_id("job")
+        await conn.execute(
+            insert(jobs).values(
+                id=job_id,
+                org_id=new.org_id,
+                job_type=LLM_BATCH,
+                status=JobStatus.CREATED,
+                provider=new.provider,
+                metadata=new.metadata,
+                callback_url=new.callback_url,
+                idempotency_key=new.idempotency_key,
+                request_hash=new.request_hash,
+                n_total=len(new.requests),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        for start in range(0, len(new.requests), INSERT_CHUNK):
+            chunk = new.requests[start : start + INSERT_CHUNK]
+            await conn.execute(
+                insert(items),
+                [
+                    {
+                        "id": new_id("item"),
+                        "job_id": job_id,
+                        "seq": start + offset,
+                        "custom_id": request.custom_id,
+                        "params": request.params_json,
+                        "params_bytes": request.size_bytes,
+                        "status": ItemStatus.PENDING,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for offset, request in enumerate(chunk)
+                ],
+            )
+        return job_id, False
+
+
+async def get_job_row(conn: AsyncConnection, org_id: str, job_id: str) -> RowMapping:
+    row = (
+        (await conn.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.org_id == org_id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise JobNotFound(job_id)
+    return row
+
+
+async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) -> list[Batch]:
+    """Batch objects for job rows, with their provider batches fetched in one query."""
+    ids = [row["id"] for row in job_rows]
+    pbs = (
+        (
+            await conn.execute(
+                select(provider_batches)
+                .where(provider_batches.c.job_id.in_(ids))
+                .order_by(provider_batches.c.first_seq)
+            )
+        )
+        .mappings()
+        .all()
+        if ids
+        else []
+    )
+    by_job = group_by_job(pbs)
+    return [batch_view(row, by_job.get(row["id"], [])) for row in job_rows]
+
+
+async def get_batch(db: Database, org_id: str, job_id: str) -> Batch:
+    async with db.read() as conn:
+        row = await get_job_row(conn, org_id, job_id)
+        if row["job_type"] != LLM_BATCH:
+            raise JobNotFound(job_id)
+        return (await load_batches(conn, [row]))[0]
+
+
+async def list_job_rows(
+    conn: AsyncConnection,
+    org_id: str,
+    *,
+    limit: int,
+    after: str | None = None,
+    job_type: str | None = None,
+    status: str | None = None,
+) -> tuple[Sequence[RowMapping], bool]:
+    """Newest first (ids are time-ordered), keyset-paginated by id. Returns (rows, has_more)."""
+    query = select(jobs).where(jobs.c.org_id == org_id)
+    if job_type is not None:
+        query = query.where(jobs.c.job_type == job_type)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if after is not None:
+        query = query.where(jobs.c.id < after)
+    rows = (await conn.execute(query.order_by(jobs.c.id.desc()).limit(limit + 1))).mappings().all()
+    return rows[:limit], len(rows) > limit
+
+
+async def cancel_job(db: Database, org_id: str, job_id: str) -> None:
+    """Request cancellation (DESIGN §5): at once if nothing started, else flag it for the engine.
+
+    Idempotent while the cancel is pending and after ``cancelled``; raises :class:`CancelNotAllowed`
+    for completed, failed and expired jobs.
+    """
+    now = utcnow()
+    async with db.write() as conn:
+        row = await get_job_row(conn, org_id, job_id)
+        status = JobStatus(row["status"])
+        if status.is_terminal:
+            if status != JobStatus.CANCELLED:
+                raise CancelNotAllowed(status)
+            return
+        never_started = (
+            status in (JobStatus.CREATED, JobStatus.PENDING) and row["submission_started_at"] is None
+        )
+        # Both writes are compare-and-sets on the job row itself, so they serialize with the engine's
+        # claim of the same row (submission start, worker claim): exactly one of the two wins.
+        if never_started and await finish_job(
+            conn,
+            job_id,
+            JobStatus.CANCELLED,
+            now,
+            stop_reason=StopReason.CANCELLED,
+            extra={"cancel_requested_at": now},
+            conditions=(
+                jobs.c.submission_started_at.is_(None),
+                jobs.c.status.in_((JobStatus.CREATED, JobStatus.PENDING)),
+            ),
+        ):
+            await close_items(
+                conn,
+                job_id,
+                to=ItemStatus.CANCELLED,
+                error=CANCELLED_ERROR,
+                now=now,
+                from_statuses=(ItemStatus.PENDING,),
+            )
+            return
+        await conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.cancel_requested_at.is_(None),
+                jobs.c.status.in_((JobStatus.CREATED, JobStatus.PENDING, JobStatus.RUNNING)),
+            )
+            .values(cancel_requested_at=now, updated_at=now)
+        )
+
+
+CANCELLED_ERROR = {"type": "cancelled", "message": "the batch was cancelled before this request was sent"}

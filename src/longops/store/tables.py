@@ -1,0 +1,130 @@
+"""Table definitions (SQLAlchemy Core). The Alembic migrations create exactly these.
+
+Large payloads (request params, responses) are JSON *text*: they are written and served as they
+arrive, never re-parsed on the hot paths (ingest, results streaming).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from longops.store.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("job_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("provider", String(32)),
+    Column("input", JSON),
+    Column("result", JSON),
+    Column("error", JSON),
+    Column("progress", JSON),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="1"),
+    Column("metadata", JSON, nullable=False),
+    Column("callback_url", Text),
+    Column("callback_sent_at", UTCDateTime),
+    Column("callback_status_code", Integer),
+    Column("callback_error", Text),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64)),
+    Column("submission_started_at", UTCDateTime),
+    Column("n_total", Integer, nullable=False, server_default="0"),
+    Column("n_succeeded", Integer, nullable=False, server_default="0"),
+    Column("n_errored", Integer, nullable=False, server_default="0"),
+    Column("n_cancelled", Integer, nullable=False, server_default="0"),
+    Column("n_expired", Integer, nullable=False, server_default="0"),
+    Column("stop_reason", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("cancel_requested_at", UTCDateTime),
+    Index("ix_jobs_org_id_id", "org_id", "id"),
+    Index("ix_jobs_org_id_job_type_id", "org_id", "job_type", "id"),
+    Index("ix_jobs_org_id_status_id", "org_id", "status", "id"),
+    Index("ix_jobs_status_job_type", "status", "job_type"),
+    Index(
+        "uq_jobs_org_id_idempotency_key",
+        "org_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+provider_batches = Table(
+    "provider_batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("provider_batch_id", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("processing_status", String(32)),
+    Column("request_count", Integer, nullable=False),
+    Column("request_bytes", BigInteger, nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("submit_attempts", Integer, nullable=False, server_default="0"),
+    Column("submit_started_at", UTCDateTime),
+    Column("submit_outcome_unknown", Integer, nullable=False, server_default="0"),
+    Column("submitted_at", UTCDateTime),
+    Column("next_action_at", UTCDateTime, nullable=False),
+    Column("last_polled_at", UTCDateTime),
+    Column("poll_errors", Integer, nullable=False, server_default="0"),
+    Column("cancel_sent_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("error", JSON),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_provider_batches_status_next_action_at", "status", "next_action_at"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("custom_id", String(64), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("params_bytes", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("provider_batch_id", String(40)),
+    Column("response", Text),
+    Column("error", JSON),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("uq_items_job_id_custom_id", "job_id", "custom_id", unique=True),
+    Index("uq_items_job_id_seq", "job_id", "seq", unique=True),
+    Index("ix_items_provider_batch_id_status", "provider_batch_id", "status"),
+)

@@ -1,0 +1,143 @@
+"""Rows as the public objects of the REST contract (Batch, Job, Item, result lines)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from longops.domain.schemas import (
+    Batch,
+    CallbackSummary,
+    ErrorDetail,
+    Item,
+    Job,
+    Progress,
+    ProviderBatchView,
+    RequestCounts,
+)
+
+LLM_BATCH = "llm_batch"
+
+
+def request_counts(job: Mapping[str, Any]) -> RequestCounts:
+    final = job["n_succeeded"] + job["n_errored"] + job["n_cancelled"] + job["n_expired"]
+    return RequestCounts(
+        total=job["n_total"],
+        processing=job["n_total"] - final,
+        succeeded=job["n_succeeded"],
+        errored=job["n_errored"],
+        cancelled=job["n_cancelled"],
+        expired=job["n_expired"],
+    )
+
+
+def _callback(job: Mapping[str, Any]) -> CallbackSummary:
+    return CallbackSummary(
+        sent_at=job["callback_sent_at"],
+        status_code=job["callback_status_code"],
+        error=job["callback_error"],
+        attempts=job["callback_attempts"],
+    )
+
+
+def _error(value: Any) -> ErrorDetail | None:
+    return ErrorDetail.model_validate(value) if value else None
+
+
+def provider_batch_view(row: Mapping[str, Any]) -> ProviderBatchView:
+    return ProviderBatchView(
+        id=row["id"],
+        provider_batch_id=row["provider_batch_id"],
+        status=row["status"],
+        processing_status=row["processing_status"],
+        request_count=row["request_count"],
+        last_polled_at=row["last_polled_at"],
+        error=_error(row["error"]),
+    )
+
+
+def batch_view(job: Mapping[str, Any], provider_batches: Iterable[Mapping[str, Any]] = ()) -> Batch:
+    return Batch(
+        id=job["id"],
+        status=job["status"],
+        provider=job["provider"],
+        created_at=job["created_at"],
+        updated_at=job["updated_at"],
+        started_at=job["started_at"],
+        completed_at=job["completed_at"],
+        expires_at=job["expires_at"],
+        cancel_requested_at=job["cancel_requested_at"],
+        request_counts=request_counts(job),
+        metadata=job["metadata"] or {},
+        callback_url=job["callback_url"],
+        callback=_callback(job),
+        provider_batches=[provider_batch_view(pb) for pb in provider_batches],
+        stop_reason=job["stop_reason"],
+        error=_error(job["error"]),
+    )
+
+
+def job_view(job: Mapping[str, Any]) -> Job:
+    if job["job_type"] == LLM_BATCH:
+        counts = request_counts(job)
+        progress: Progress | None = Progress(
+            completed=counts.total - counts.processing, total=counts.total, message=None
+        )
+        job_input: Any = {"provider": job["provider"], "request_count": counts.total}
+        result: Any = (
+            counts.model_dump() if job["status"] in ("completed", "failed", "expired", "cancelled") else None
+        )
+    else:
+        progress = Progress.model_validate(job["progress"]) if job["progress"] else None
+        job_input, result = job["input"], job["result"]
+    return Job(
+        id=job["id"],
+        job_type=job["job_type"],
+        status=job["status"],
+        input=job_input,
+        result=result,
+        error=_error(job["error"]),
+        progress=progress,
+        attempts=job["attempts"],
+        metadata=job["metadata"] or {},
+        callback_url=job["callback_url"],
+        callback=_callback(job),
+        created_at=job["created_at"],
+        updated_at=job["updated_at"],
+        started_at=job["started_at"],
+        completed_at=job["completed_at"],
+        cancel_requested_at=job["cancel_requested_at"],
+        stop_reason=job["stop_reason"],
+    )
+
+
+def item_view(row: Mapping[str, Any]) -> Item:
+    return Item(
+        id=row["id"],
+        custom_id=row["custom_id"],
+        status=row["status"],
+        provider_batch_id=row["provider_batch_id"],
+        response=json.loads(row["response"]) if row["response"] is not None else None,
+        error=_error(row["error"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def result_line(row: RowMapping | Mapping[str, Any]) -> str:
+    """One NDJSON results line, built around the stored response text without re-parsing it."""
+    response = row["response"] if row["response"] is not None else "null"
+    error = json.dumps(row["error"], separators=(",", ":")) if row["error"] else "null"
+    custom_id = json.dumps(row["custom_id"])
+    return f'{{"custom_id":{custom_id},"status":"{row["status"]}","response":{response},"error":{error}}}\n'
+
+
+def group_by_job(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["job_id"], []).append(row)
+    return grouped

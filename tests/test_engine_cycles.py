@@ -1,0 +1,204 @@
+"""Submitter and poller, cycle by cycle, on both backends, against the simulator (issue: LLM batches)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+from tests.support.harness import harness, requests_for
+
+
+def _by_custom_id(lines: list[str]) -> dict[str, dict[str, Any]]:
+    parsed = [json.loads(line) for line in lines]
+    ids = [line["custom_id"] for line in parsed]
+    assert len(ids) == len(set(ids)), f"duplicated results: {Counter(ids)}"
+    return {line["custom_id"]: line for line in parsed}
+
+
+async def test_ended_provider_batch_is_final_and_never_polled_again(make_settings: Any) -> None:
+    settings = make_settings(anthropic_max_requests=2)
+    async with harness(settings) as h:
+        batch = await h.create_batch(requests_for("hello", "[sim:error] boom", "[sim:slow] wait", "later"))
+        await h.submitter.run_once()
+        batch = await h.batch(batch["id"])
+        assert batch["status"] == "running"
+        ended, running = batch["provider_batches"]
+        assert (ended["request_count"], running["request_count"]) == (2, 2)
+
+        await h.poll(2)
+        batch = await h.batch(batch["id"])
+        ended, running = batch["provider_batches"]
+        assert ended["status"] == "completed"
+        assert ended["processing_status"] == "ended"
+        assert running["status"] == "running"
+        assert running["processing_status"] == "in_progress"
+        results = _by_custom_id(await h.results(batch["id"]))
+        assert set(results) == {"r0", "r1"}
+        assert results["r0"]["status"] == "succeeded"
+        assert results["r0"]["response"]["type"] == "message"
+        assert results["r1"]["status"] == "errored"
+        assert results["r1"]["error"]["type"] == "overloaded_error"
+
+        frozen_poll = ended["last_polled_at"]
+        running_polls = [running["last_polled_at"]]
+        frozen_results = await h.results(batch["id"])
+        retrieves_before = (await h.sim_stats())["by_batch"][ended["provider_batch_id"]].get("retrieve", 0)
+        for _ in range(3):
+            await h.poll()
+            batch = await h.batch(batch["id"])
+            ended_now, running_now = batch["provider_batches"]
+            assert ended_now["last_polled_at"] == frozen_poll
+            running_polls.append(running_now["last_polled_at"])
+        assert running_polls == sorted(running_polls) and len(set(running_polls)) == 4
+        assert await h.results(batch["id"]) == frozen_results
+        stats = await h.sim_stats()
+        assert stats["by_batch"][ended["provider_batch_id"]].get("retrieve", 0) == retrieves_before
+        assert batch["status"] == "running"
+        assert batch["request_counts"] == {
+            "total": 4,
+            "processing": 2,
+            "succeeded": 1,
+            "errored": 1,
+            "cancelled": 0,
+            "expired": 0,
+        }
+
+
+async def test_provider_errors_timeouts_and_cut_streams_lose_nothing(make_settings: Any) -> None:
+    settings = make_settings(ingest_chunk_size=2)
+    async with harness(settings) as h:
+        texts = [f"question {i}" for i in range(7)] + ["[sim:error] no"]
+        batch = await h.create_batch(requests_for(*texts))
+        await h.submitter.run_once()
+        await h.faults(retrieve_errors=[500, 500])
+        await h.poll(2)
+        batch = await h.batch(batch["id"])
+        (pb,) = batch["provider_batches"]
+        assert batch["status"] == "running"
+        assert pb["status"] == "running"
+        assert pb["error"]["message"]
+
+        # A retrieve that outlives PROVIDER_TIMEOUT_SECONDS, then a results stream cut after 3 lines.
+        await h.faults(retrieve_delay_seconds=5, retrieve_delay_count=1)
+        await h.faults(results_cut_after_lines=3, results_cut_count=1)
+        for _ in range(20):
+            await h.poll()
+            batch = await h.batch(batch["id"])
+            if batch["status"] != "running":
+                break
+        assert batch["status"] == "completed"
+        assert batch["request_counts"]["succeeded"] == 7
+        assert batch["request_counts"]["errored"] == 1
+        assert batch["request_counts"]["processing"] == 0
+        results = _by_custom_id(await h.results(batch["id"]))
+        assert len(results) == 8
+        stats = await h.sim_stats()
+        assert stats["by_batch"][pb["provider_batch_id"]]["results"] >= 2  # the cut stream was read again
+        items = (await h.api.get(f"/v1/batches/{batch['id']}/items", params={"limit": 100})).json()["data"]
+        assert len(items) == 8
+        assert {item["attempts"] for item in items} == {1}
+
+
+async def test_cancel_while_running_waits_for_the_provider(make_settings: Any) -> None:
+    async with harness(make_settings(), cancel_seconds=3600) as h:
+        batch = await h.create_batch(requests_for("one", "two", "[sim:slow] three"))
+        await h.submitter.run_once()
+        await h.poll()
+        cancelled = await h.api.post(f"/v1/batches/{batch['id']}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "running"
+        assert cancelled.json()["cancel_requested_at"] is not None
+
+        await h.poll(2)
+        batch = await h.batch(batch["id"])
+        (pb,) = batch["provider_batches"]
+        assert pb["processing_status"] == "canceling"
+        assert batch["status"] == "running"
+        again = await h.api.post(f"/v1/batches/{batch['id']}/cancel")
+        assert again.status_code == 200 and again.json()["status"] == "running"
+
+        finish = await h.simulator.post(f"/_simulator/batches/{pb['provider_batch_id']}/finish")
+        assert finish.status_code == 200
+        await h.poll()
+        batch = await h.batch(batch["id"])
+        assert batch["status"] == "cancelled"
+        assert batch["stop_reason"] == "cancelled"
+        assert batch["completed_at"] is not None
+        assert batch["request_counts"]["succeeded"] == 2
+        assert batch["request_counts"]["cancelled"] == 1
+        results = _by_custom_id(await h.results(batch["id"]))
+        assert results["r0"]["status"] == "succeeded" and results["r0"]["response"] is not None
+        assert results["r2"]["status"] == "cancelled"
+        final = await h.api.post(f"/v1/batches/{batch['id']}/cancel")
+        assert final.status_code == 200 and final.json()["status"] == "cancelled"
+
+
+async def test_cancel_of_a_finished_batch_is_409(make_settings: Any) -> None:
+    async with harness(make_settings()) as h:
+        batch = await h.create_batch(requests_for("only"))
+        await h.submitter.run_once()
+        await h.poll()
+        assert (await h.batch(batch["id"]))["status"] == "completed"
+        response = await h.api.post(f"/v1/batches/{batch['id']}/cancel")
+        assert response.status_code == 409
+        assert response.json()["error"]["type"] == "invalid_transition"
+        assert (await h.batch(batch["id"]))["status"] == "completed"
+
+
+async def test_cancel_before_submission_ends_at_once(make_settings: Any) -> None:
+    async with harness(make_settings()) as h:
+        batch = await h.create_batch(requests_for("a", "b"))
+        response = await h.api.post(f"/v1/batches/{batch['id']}/cancel")
+        assert response.json()["status"] == "cancelled"
+        assert response.json()["request_counts"]["cancelled"] == 2
+        await h.submitter.run_once()
+        assert (await h.sim_stats())["calls"].get("create", 0) == 0
+
+
+async def test_rejected_submission_errors_items_and_fails_batch(make_settings: Any) -> None:
+    async with harness(make_settings()) as h:
+        await h.faults(create_errors=[400])
+        batch = await h.create_batch(requests_for("a", "b"))
+        await h.submitter.run_once()
+        batch = await h.batch(batch["id"])
+        assert batch["status"] == "failed"
+        assert batch["stop_reason"] == "provider_error"
+        assert batch["request_counts"]["errored"] == 2
+        (pb,) = batch["provider_batches"]
+        assert pb["status"] == "failed" and "Simulated" in pb["error"]["message"]
+
+
+async def test_overloaded_create_is_retried_without_paying_twice(make_settings: Any) -> None:
+    async with harness(make_settings()) as h:
+        await h.faults(create_errors=[529])
+        batch = await h.create_batch(requests_for("a"))
+        await h.submitter.run_once()
+        assert (await h.batch(batch["id"]))["status"] == "created"
+        for _ in range(50):
+            await asyncio.sleep(0.05)  # the retry backoff is the thing being waited for
+            await h.submitter.run_once()
+            if (await h.batch(batch["id"]))["status"] == "running":
+                break
+        stats = await h.sim_stats()
+        assert stats["calls"]["create"] == 2
+        assert stats["batches"] == 1
+
+
+async def test_unknown_create_outcome_is_reconciled_not_resubmitted(make_settings: Any) -> None:
+    async with harness(make_settings()) as h:
+        await h.faults(create_applied_errors=[500])
+        batch = await h.create_batch(requests_for("a", "b", "c"))
+        await h.submitter.run_once()
+        assert (await h.batch(batch["id"]))["status"] == "created"
+        for _ in range(50):
+            await asyncio.sleep(0.05)  # the retry backoff is the thing being waited for
+            await h.submitter.run_once()
+            if (await h.batch(batch["id"]))["status"] == "running":
+                break
+        stats = await h.sim_stats()
+        assert stats["batches"] == 1, "the batch created before the 500 must be adopted, not sent again"
+        assert stats["calls"]["create"] == 1
+        await h.poll()
+        assert (await h.batch(batch["id"]))["status"] == "completed"
