@@ -102,4 +102,8 @@ def test_openai_lines_are_accepted_for_openai_family() -> None:
 
 def test_request_count_limit() -> None:
     with pytest.raises(BatchValidationError, match="MAX_BATCH_REQUESTS"):
-        parse_requests([{"custom_id": str(i), "params": {}} for i in range(3)], accepts_openai_lines=False, max_requests=2)
+        parse_requests(
+            [{"custom_id": str(i), "params": {}} for i in range(3)],
+            accepts_openai_lines=False,
+            max_requests=2,
+        )

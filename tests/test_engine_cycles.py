@@ -202,3 +202,16 @@ async def test_unknown_create_outcome_is_reconciled_not_resubmitted(make_setting
         assert stats["calls"]["create"] == 1
         await h.poll()
         assert (await h.batch(batch["id"]))["status"] == "completed"
+
+
+async def test_provider_batches_of_one_batch_ending_together_end_the_batch(make_settings: Any) -> None:
+    """Several provider batches of one batch complete in concurrent transactions of one cycle."""
+    async with harness(make_settings(anthropic_max_requests=2, poll_concurrency=8)) as h:
+        ids = [(await h.create_batch(requests_for(*[f"q{i}" for i in range(7)])))["id"] for _ in range(3)]
+        await h.submitter.run_once()
+        await h.poll()
+        for batch_id in ids:
+            batch = await h.batch(batch_id)
+            assert len(batch["provider_batches"]) == 4
+            assert batch["status"] == "completed", batch
+            assert batch["request_counts"]["succeeded"] == 7

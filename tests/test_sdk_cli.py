@@ -277,6 +277,22 @@ def test_create_sends_the_callers_idempotency_key(stand_in: StandIn) -> None:
     assert "authorization" not in stand_in.received[0].headers
 
 
+def test_client_reads_server_url_and_key_from_the_environment(
+    stand_in: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LONGOPS_SERVER_URL", stand_in.url + "/")
+    monkeypatch.setenv("LONGOPS_API_KEY", "lo_from_env")
+    stand_in.on("GET", "/v1/batches/job_1", Reply(body=batch()))
+    with longops.Client() as client:
+        assert client.batches.retrieve("job_1").id == "job_1"
+    assert stand_in.received[0].headers["authorization"] == "Bearer lo_from_env"
+
+
+def test_malformed_server_url_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="invalid longops server URL"):
+        longops.Client("localhost:8000")
+
+
 def test_retries_stop_after_max_retries(stand_in: StandIn) -> None:
     stand_in.on("GET", "/v1/batches/job_1", error(503, "internal_error", "down", **{"Retry-After": "0"}))
     with longops.Client(stand_in.url, max_retries=1) as client, pytest.raises(longops.InternalServerError):

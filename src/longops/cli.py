@@ -66,14 +66,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _stdout() -> Console:
-    console = Console(highlight=False)
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
-        console.width = 160  # a pipe has no width; Rich's 80 would cut ids
+        console.width = 160  # a pipe has no width; Rich's default 80 would cut ids
     return console
 
 
@@ -82,12 +78,18 @@ def _client(ctx: typer.Context) -> Iterator[Client]:
     """A client for the global options; the service's errors inside the block become one line."""
     options: _Globals = ctx.obj
     try:
-        with Client(base_url=options.server_url, api_key=options.api_key) as client:
+        client = Client(base_url=options.server_url, api_key=options.api_key)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        with client:
             yield client
     except APIConnectionError as exc:
         _fail(exc.message)
     except APIError as exc:
         _fail(str(exc))
+    except BrokenPipeError:
+        raise  # stdout's reader left (`| head`): Click exits quietly
     except OSError as exc:
         _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}")
 
@@ -207,8 +209,8 @@ def submit(
         final = _wait_with_progress(client, batch, timeout)
         if output is not None:
             count = _write_results(client, final.id, output)
-            _stderr().print(f"wrote {count} results to {output}", markup=False)
-        _print_batch(final, _stderr())
+            _console(stderr=True).print(f"wrote {count} results to {output}", markup=False)
+        _print_batch(final, _console(stderr=True))
         if final.status != JobStatus.COMPLETED:
             _fail(f"batch {final.id} ended {final.status}")
 
@@ -229,9 +231,9 @@ def status(
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
     elif isinstance(found, Batch):
-        _print_batch(found, _stdout())
+        _print_batch(found, _console())
     else:
-        _print_job(found, _stdout())
+        _print_job(found, _console())
 
 
 _LIST_COLUMNS = ("id", "status", "provider", "done/total", "errored", "created")
@@ -264,9 +266,9 @@ def list_batches(
             str(counts.errored),
             _when(batch.created_at),
         )
-    _stdout().print(table)
+    _console().print(table)
     if page.has_more:
-        _stderr().print(f"more: longops list --after {page.last_id}", markup=False)
+        _console(stderr=True).print(f"more: longops list --after {page.last_id}", markup=False)
 
 
 @app.command()
@@ -282,7 +284,7 @@ def results(
                 typer.echo(line.model_dump_json())
         else:
             count = _write_results(client, id, output)
-            _stderr().print(f"wrote {count} results to {output}", markup=False)
+            _console(stderr=True).print(f"wrote {count} results to {output}", markup=False)
 
 
 @app.command()
@@ -330,7 +332,7 @@ def _check_line(path: Path, number: int, line: str, line_of: dict[str, int]) -> 
         # The server's own rules; OpenAI batch lines are let through here, the server knows the provider.
         parse_requests([entry], accepts_openai_lines=True, max_requests=1)
     except BatchValidationError as exc:
-        field = re.search(r"\.(\w+)$", exc.field)
+        field = re.search(r"\.(\w+)$", exc.field)  # "requests[0] (custom_id ...).params" -> "params"
         _fail(f"{where}: {field.group(1) + ': ' if field else ''}{exc.message}")
     custom_id: str = entry["custom_id"]
     if custom_id in line_of:
@@ -350,7 +352,7 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
 
 def _wait_with_progress(client: Client, batch: Batch, timeout: float) -> Batch:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=_stderr()) as progress:
+    with Progress(*columns, console=_console(stderr=True)) as progress:
         task = progress.add_task(f"{batch.id} {batch.status}", total=batch.request_counts.total)
 
         def show(current: Batch) -> None:
@@ -396,8 +398,8 @@ def _print_batch(batch: Batch, console: Console) -> None:
     )
     _print_stop(console, batch.cancel_requested_at, batch.stop_reason, batch.error)
     if batch.provider_batches:
-        table = Table("provider batch", "status", "provider status", "provider id", "requests", "error")
-        table.box = box.SIMPLE_HEAD
+        names = ("provider batch", "status", "provider status", "provider id", "requests", "error")
+        table = Table(*(Column(name, no_wrap=True) for name in names), box=box.SIMPLE_HEAD)
         for pb in batch.provider_batches:
             table.add_row(
                 Text(pb.id),

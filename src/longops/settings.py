@@ -31,9 +31,16 @@ class Settings(BaseSettings):
     simulator_state_dir: str = "./.longops-simulator"
     simulator_processing_seconds: float = Field(5.0, ge=0)
     simulator_error_rate: float = Field(0.0, ge=0, le=1)
+    simulator_poll_interval_seconds: float = Field(2.0, gt=0)
 
     leader_retry_seconds: float = Field(5.0, gt=0)
     job_lease_seconds: float = Field(30.0, gt=0)
+    worker_concurrency: int = Field(10, ge=1)
+    worker_poll_seconds: float = Field(1.0, gt=0)
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
+    job_retry_backoff_seconds: float = Field(5.0, gt=0)
+    files_dir: str = "./longops-files"
+    max_file_bytes: int = Field(10 * 1024**3, ge=1)
 
     webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(10.0, gt=0)
@@ -46,6 +53,15 @@ class Settings(BaseSettings):
     handlers: str | None = None
     retention_days: float = Field(30.0, gt=0)
     log_level: str = "INFO"
+
+    def poll_interval_for(self, provider: str) -> float:
+        """The bundled simulator answers in seconds, so it is polled more often than real providers."""
+        if provider == "simulator":
+            return min(self.poll_interval_seconds, self.simulator_poll_interval_seconds)
+        return self.poll_interval_seconds
+
+    def poll_jitter_for(self, provider: str) -> float:
+        return min(self.poll_jitter_seconds, self.poll_interval_for(provider) / 4)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -40,7 +40,9 @@ class Harness:
     poller: Poller
 
     async def create_batch(self, requests: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        response = await self.api.post("/v1/batches", json={"provider": "simulator", "requests": requests, **extra})
+        response = await self.api.post(
+            "/v1/batches", json={"provider": "simulator", "requests": requests, **extra}
+        )
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body

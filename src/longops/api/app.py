@@ -11,9 +11,10 @@ from longops._version import __version__
 from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
 from longops.api.errors import install_error_handlers
-from longops.api.routes import batches, health, jobs
+from longops.api.routes import batches, deliveries, files, health, jobs
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
+from longops.handlers import load_handlers
 from longops.providers.registry import configured_providers
 from longops.settings import Settings
 from longops.store.db import open_database
@@ -21,6 +22,8 @@ from longops.store.migrate import upgrade_database
 
 
 def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
+    load_handlers(settings.handlers)  # job types known to POST /v1/jobs; raises HandlerLoadError
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = open_database(settings.database_url)
@@ -47,6 +50,12 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(batches.router)
     app.include_router(jobs.router)
+    app.include_router(deliveries.router)
+    app.include_router(files.router)
     app.include_router(health.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        exempt_paths=frozenset({files.UPLOAD_PATH}),  # streamed to disk under MAX_FILE_BYTES
+    )
     return app

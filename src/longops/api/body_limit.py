@@ -3,6 +3,9 @@
 Written as plain ASGI middleware because it must act on the byte stream itself: a declared
 ``Content-Length`` over the limit is refused before any byte is read, and a chunked body is counted
 as it arrives and cut off as soon as it passes the limit.
+
+Paths in ``exempt_paths`` (file uploads, streamed to disk under their own ``MAX_FILE_BYTES``) pass
+through unchecked: their route enforces its own limit.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

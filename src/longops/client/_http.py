@@ -66,13 +66,25 @@ class ClientConfig:
         key = api_key or os.environ.get("LONGOPS_API_KEY") or None
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        return cls(url.rstrip("/"), key, timeout, max_retries)
+        return cls(_checked_url(url), key, timeout, max_retries)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "longops-python"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+
+def _checked_url(url: str) -> str:
+    """The server URL without a trailing slash; a malformed one is a ``ValueError`` here, not a
+    confusing transport error on the first call."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid longops server URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"invalid longops server URL {url!r}: expected http://HOST[:PORT]")
+    return url.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

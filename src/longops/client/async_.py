@@ -122,7 +122,7 @@ class _Resource(Generic[M]):
         self,
         id: str,
         *,
-        timeout: float = 3600,  # noqa: ASYNC109 -- the same signature as Client.batches.wait
+        timeout: float = 3600,
         on_progress: Callable[[M], object] | None = None,
         poll_interval: float | None = None,
     ) -> M:

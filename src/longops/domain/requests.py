@@ -59,18 +59,49 @@ def parse_requests(raw: Any, *, accepts_openai_lines: bool, max_requests: int) -
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict):
             raise BatchValidationError(f"requests[{index}]", "must be an object with custom_id and params")
-        custom_id = entry.get("custom_id")
-        where = _where(index, custom_id)
-        if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
-            raise BatchValidationError(
-                f"{where}.custom_id", "must be a string matching ^[A-Za-z0-9_-]{1,64}$"
-            )
+        where = _where(index, entry.get("custom_id"))
+        custom_id = _checked_custom_id(entry.get("custom_id"), where)
         if custom_id in seen:
             raise BatchValidationError(f"{where}.custom_id", "is a duplicate: custom_id must be unique")
         seen.add(custom_id)
         params = _params_of(entry, where, accepts_openai_lines)
         parsed.append(BatchRequest(custom_id, json.dumps(params, separators=(",", ":"))))
     return parsed
+
+
+def _checked_custom_id(custom_id: object, where: str) -> str:
+    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
+        raise BatchValidationError(f"{where}.custom_id", "must be a string matching ^[A-Za-z0-9_-]{1,64}$")
+    return custom_id
+
+
+def parse_request_line(line: bytes, number: int, *, accepts_openai_lines: bool) -> BatchRequest | None:
+    """One line of a JSONL batch file (``number`` counts from 1) as a request; None for a blank line.
+
+    The same rules as :func:`parse_requests` apply to each line; uniqueness of ``custom_id`` across
+    lines is the caller's to check. Errors name the line (``line 17 (custom_id 'a').params: …``).
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchValidationError(f"line {number}", f"is not valid UTF-8 (byte {exc.start + 1})") from None
+    if number == 1:
+        text = text.removeprefix("\ufeff")
+    if not text.strip():
+        return None
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BatchValidationError(
+            f"line {number}", f"is not valid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
+    if not isinstance(entry, dict):
+        raise BatchValidationError(f"line {number}", "must be a JSON object with custom_id and params")
+    raw_id = entry.get("custom_id")
+    where = f"line {number} (custom_id {raw_id!r})" if isinstance(raw_id, str) else f"line {number}"
+    custom_id = _checked_custom_id(raw_id, where)
+    params = _params_of(entry, where, accepts_openai_lines)
+    return BatchRequest(custom_id, json.dumps(params, separators=(",", ":")))
 
 
 def _params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool) -> dict[str, Any]:

@@ -98,6 +98,17 @@ class Job(_Model):
     stop_reason: str | None = None
 
 
+class FileObject(_Model):
+    """An uploaded file (``POST /v1/files``), e.g. the JSONL input of a ``batch_ingest`` job."""
+
+    id: str
+    object: Literal["file"] = "file"
+    filename: str | None = None
+    bytes: int
+    sha256: str
+    created_at: datetime
+
+
 class Item(_Model):
     id: str
     object: Literal["batch_item"] = "batch_item"

@@ -8,7 +8,7 @@ import random
 def exponential(attempt: int, *, base: float, cap: float, jitter: float = 0.2) -> float:
     """``base × 2^(attempt−1)`` capped at ``cap``, plus up to ``jitter`` (a fraction) of it."""
     delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return delay * (1 + random.uniform(0, jitter))
+    return float(delay * (1 + random.uniform(0, jitter)))
 
 
 def with_jitter(interval: float, jitter_seconds: float) -> float:

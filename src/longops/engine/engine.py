@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -18,10 +21,16 @@ from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLead
 from longops.engine.loop import Loop, LoopRunner
 from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
+from longops.engine.retention import Pruner
 from longops.engine.submitter import Submitter
-from longops.providers.registry import ProviderRegistry, build_registry
+from longops.engine.webhooks import WebhookDispatcher
+from longops.engine.workers import Workers, bound_handlers
+from longops.handlers import load_handlers
+from longops.providers.registry import ProviderRegistry, build_registry, configured_providers
 from longops.settings import Settings
 from longops.store.db import Database, sqlite_path
+from longops.store.terms import begin_term, end_term, term_fence
+from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,13 @@ class Engine:
         self._registry: ProviderRegistry | None = None
         self._runner: LoopRunner | None = None
         self._shared_runner: LoopRunner | None = None
+        self._workers: Workers | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stack = AsyncExitStack()
         self.is_leader = False
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._term: int | None = None
 
     @property
     def role(self) -> str:
@@ -59,6 +71,7 @@ class Engine:
 
     async def start(self) -> None:
         """Start; on SQLite, take the one-engine guard first (raises EngineAlreadyRunning)."""
+        load_handlers(self._settings.handlers)
         if self._db.is_sqlite:
             await self._leadership.try_acquire()
         simulator_url = self._settings.simulator_url
@@ -74,6 +87,8 @@ class Engine:
             )
             log.info("bundled simulator provider listening at %s", simulator_url)
         self._registry = build_registry(self._settings, simulator_url)
+        handlers = bound_handlers(self._db, self._settings, configured_providers(self._settings))
+        self._workers = Workers(self._db, self._settings, handlers, owner=self.instance)
         self._shared_runner = LoopRunner(self.shared_loops())
         self._shared_runner.start()
         self._task = asyncio.create_task(self._lead(), name="longops-leadership")
@@ -82,6 +97,8 @@ class Engine:
         for runner in (self._runner, self._shared_runner):
             if runner is not None:
                 runner.wake()
+        if self._workers is not None:
+            self._workers.wake()
 
     async def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -89,6 +106,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout)
         await self._step_down(timeout)
+        if self._workers is not None:
+            await self._workers.drain(self._settings.worker_shutdown_grace_seconds)
         if self._shared_runner is not None:
             await self._shared_runner.stop(timeout)
         await self._leadership.release()
@@ -96,16 +115,19 @@ class Engine:
             await self._registry.aclose()
         await self._stack.aclose()
 
-    def leader_loops(self) -> list[Loop]:
+    def leader_loops(self, db: Database) -> list[Loop]:
+        """Loops only the leader runs, on a database view fenced by its term."""
         assert self._registry is not None
         return [
-            Submitter(self._db, self._registry, self._settings, self._metrics),
-            Poller(self._db, self._registry, self._settings, self._metrics),
+            Submitter(db, self._registry, self._settings, self._metrics),
+            Poller(db, self._registry, self._settings, self._metrics),
+            Pruner(db, self._settings),
         ]
 
     def shared_loops(self) -> list[Loop]:
         """Loops that run on every instance, leader or not."""
-        return []
+        assert self._workers is not None
+        return [WebhookDispatcher(self._db, self._settings), self._workers]
 
     async def _lead(self) -> None:
         while not self._stopping.is_set():
@@ -116,7 +138,7 @@ class Engine:
                     log.warning("leader election failed: %s", exc)
                     acquired = False
                 if acquired:
-                    self._become_leader()
+                    await self._become_leader()
                 else:
                     await self._pause(self._settings.leader_retry_seconds * random.uniform(0.8, 1.2))
                     continue
@@ -126,19 +148,26 @@ class Engine:
                 continue
             await self._pause(LEADER_CHECK_SECONDS)
 
-    def _become_leader(self) -> None:
-        log.info("this instance is now the leader")
+    async def _become_leader(self) -> None:
+        self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, utcnow())
+        log.info("this instance (%s) is now the leader, term %d", self.instance, self._term)
         self.is_leader = True
         self._metrics.leader.set(1)
-        self._runner = LoopRunner(self.leader_loops())
+        self._runner = LoopRunner(self.leader_loops(self._db.fenced(term_fence(self._term))))
         self._runner.start()
 
     async def _step_down(self, timeout: float) -> None:
         runner, self._runner = self._runner, None
+        term, self._term = self._term, None
         self.is_leader = False
         self._metrics.leader.set(0)
         if runner is not None:
             await runner.stop(timeout)
+        if term is not None:
+            try:
+                await end_term(self._db, term, utcnow())
+            except Exception as exc:  # database unreachable: the next leader closes the term
+                log.warning("could not record the end of term %d: %s", term, exc)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -14,6 +14,7 @@ second engine refuses to start; API-only processes may share the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -25,6 +26,9 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
+
+# Shown in pg_stat_activity, so an operator can see (and tests can find) the lock connection.
+LEADER_APPLICATION_NAME = "longops-leader"
 
 
 class EngineAlreadyRunning(RuntimeError):
@@ -95,7 +99,11 @@ class PostgresLeadership:
     async def try_acquire(self) -> bool:
         if self._conn is not None and not self._conn.is_closed():
             return True
-        conn = await asyncpg.connect(self._dsn, timeout=self._check_timeout)
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._check_timeout,
+            server_settings={"application_name": LEADER_APPLICATION_NAME},
+        )
         try:
             got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
         except BaseException:
@@ -131,12 +139,10 @@ class PostgresLeadership:
     async def release(self) -> None:
         conn = self._conn
         if conn is not None and not conn.is_closed():
-            try:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 await asyncio.wait_for(
                     conn.execute("SELECT pg_advisory_unlock($1)", self._key), self._check_timeout
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                pass
         await self._drop()
 
     async def _drop(self) -> None:

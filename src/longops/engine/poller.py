@@ -79,7 +79,7 @@ class Poller:
         self._record(stats, elapsed)
         if len(due) == self._settings.poll_batch_size:
             return 0.0  # more are due: keep going
-        return min(1.0, self._settings.poll_interval_seconds)
+        return min(1.0, self._settings.poll_interval_seconds, self._settings.simulator_poll_interval_seconds)
 
     def _record(self, stats: CycleStats, elapsed: float) -> None:
         m = self._metrics
@@ -128,7 +128,9 @@ class Poller:
             return self._failed_poll(pb, {"type": exc.error_type, "message": exc.message})
 
     def _running(self, pb: RowMapping, info: ProviderBatchInfo, *, cancel_sent: bool) -> pbs.PollRecord:
-        delay = with_jitter(self._settings.poll_interval_seconds, self._settings.poll_jitter_seconds)
+        delay = with_jitter(
+            self._settings.poll_interval_for(pb["provider"]), self._settings.poll_jitter_for(pb["provider"])
+        )
         return pbs.PollRecord(
             pb_id=pb["id"],
             processing_status=info.processing_status,
@@ -141,7 +143,9 @@ class Poller:
     def _failed_poll(self, pb: RowMapping, error: dict[str, Any]) -> pbs.PollRecord:
         errors = int(pb["poll_errors"]) + 1
         delay = exponential(
-            errors, base=self._settings.poll_interval_seconds, cap=self._settings.poll_max_backoff_seconds
+            errors,
+            base=self._settings.poll_interval_for(pb["provider"]),
+            cap=self._settings.poll_max_backoff_seconds,
         )
         return pbs.PollRecord(
             pb_id=pb["id"],

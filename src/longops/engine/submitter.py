@@ -90,6 +90,8 @@ class Submitter:
             log.warning("provider batch %s uses provider %r, not configured here", pb["id"], pb["provider"])
             return
         if pb["submit_started_at"] is not None:
+            if not self._attempt_settled(pb):
+                return
             adopted = await self._reconcile(provider, pb)
             if adopted is not False:
                 return
@@ -97,6 +99,16 @@ class Submitter:
             await self._close_cancelled(pb)
             return
         await self._send(provider, pb)
+
+    def _attempt_settled(self, pb: RowMapping) -> bool:
+        """Whether the last attempt is old enough that its create call can no longer be in flight.
+
+        A previous leader may have recorded the intent and be about to call the provider; its call
+        times out after PROVIDER_TIMEOUT_SECONDS, so reconciling before then could miss a batch that
+        is still being created and send it twice.
+        """
+        settle = timedelta(seconds=self._settings.provider_timeout_seconds) + CLOCK_SKEW / 4
+        return bool(pb["updated_at"] <= utcnow() - settle or pb["submit_outcome_unknown"])
 
     async def _reconcile(self, provider: Provider, pb: RowMapping) -> bool | None:
         """Find out whether an earlier attempt created the batch. False: it did not (safe to send)."""
@@ -131,7 +143,9 @@ class Submitter:
             pb,
             {
                 "type": StopReason.SUBMISSION_UNKNOWN.value,
-                "message": f"the submission outcome could not be established: several candidate batches ({names})",
+                "message": (
+                    f"the submission outcome could not be established: several candidate batches ({names})"
+                ),
             },
         )
         return True
@@ -171,7 +185,9 @@ class Submitter:
     async def _store_submitted(self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo) -> None:
         now = utcnow()
         next_poll = now + timedelta(
-            seconds=with_jitter(self._settings.poll_interval_seconds, self._settings.poll_jitter_seconds)
+            seconds=with_jitter(
+                self._settings.poll_interval_for(provider.name), self._settings.poll_jitter_for(provider.name)
+            )
         )
         async with self._db.write() as conn:
             stored = await pbs.record_submitted(

@@ -8,9 +8,9 @@ writers (WAL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,20 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-@dataclass
+Fence = Callable[[AsyncConnection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class Database:
+    """An engine plus, for a leader's view of it, a fence run first in every write transaction."""
+
     url: str
     engine: AsyncEngine
+    fence: Fence | None = None
+
+    def fenced(self, fence: Fence) -> Database:
+        """The same database whose write transactions first run ``fence`` (which may raise)."""
+        return replace(self, fence=fence)
 
     @property
     def is_sqlite(self) -> bool:
@@ -83,6 +93,8 @@ class Database:
             if self.is_sqlite:
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
+                if self.fence is not None:
+                    await self.fence(conn)
                 yield conn
 
     @asynccontextmanager

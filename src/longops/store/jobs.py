@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -51,8 +51,21 @@ class NewBatch:
     request_hash: str | None = None
 
 
-async def _idempotent_match(conn: AsyncConnection, new: NewBatch, now: datetime) -> str | None:
-    """The id of the batch an earlier call with the same key created, or None to create a new one."""
+class IdempotentCreate(Protocol):
+    """What an idempotent create is matched on (a new batch, a new job)."""
+
+    @property
+    def org_id(self) -> str: ...
+
+    @property
+    def idempotency_key(self) -> str | None: ...
+
+    @property
+    def request_hash(self) -> str | None: ...
+
+
+async def idempotent_match(conn: AsyncConnection, new: IdempotentCreate, now: datetime) -> str | None:
+    """The id of the job an earlier call with the same key created, or None to create a new one."""
     if new.idempotency_key is None:
         return None
     row = (
@@ -92,7 +105,7 @@ async def create_batch(db: Database, new: NewBatch) -> tuple[str, bool]:
 async def _create_batch_once(db: Database, new: NewBatch) -> tuple[str, bool]:
     now = utcnow()
     async with db.write() as conn:
-        existing = await _idempotent_match(conn, new, now)
+        existing = await idempotent_match(conn, new, now)
         if existing is not None:
             return existing, True
         job_id = new_id("job")
@@ -113,25 +126,103 @@ async def _create_batch_once(db: Database, new: NewBatch) -> tuple[str, bool]:
             )
         )
         for start in range(0, len(new.requests), INSERT_CHUNK):
-            chunk = new.requests[start : start + INSERT_CHUNK]
-            await conn.execute(
-                insert(items),
-                [
-                    {
-                        "id": new_id("item"),
-                        "job_id": job_id,
-                        "seq": start + offset,
-                        "custom_id": request.custom_id,
-                        "params": request.params_json,
-                        "params_bytes": request.size_bytes,
-                        "status": ItemStatus.PENDING,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for offset, request in enumerate(chunk)
-                ],
-            )
+            await _insert_items(conn, job_id, start, new.requests[start : start + INSERT_CHUNK], now)
         return job_id, False
+
+
+async def _insert_items(
+    conn: AsyncConnection, job_id: str, start: int, chunk: Sequence[BatchRequest], now: datetime
+) -> None:
+    await conn.execute(
+        insert(items),
+        [
+            {
+                "id": new_id("item"),
+                "job_id": job_id,
+                "seq": start + offset,
+                "custom_id": request.custom_id,
+                "params": request.params_json,
+                "params_bytes": request.size_bytes,
+                "status": ItemStatus.PENDING,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for offset, request in enumerate(chunk)
+        ],
+    )
+
+
+class DuplicateCustomId(Exception):
+    """A request repeats the ``custom_id`` of an earlier one; ``seq`` is its position (from 0)."""
+
+    def __init__(self, custom_id: str, seq: int) -> None:
+        super().__init__(f"custom_id {custom_id!r} is a duplicate: custom_id must be unique")
+        self.custom_id = custom_id
+        self.seq = seq
+
+
+async def create_batch_streaming(
+    db: Database, new: NewBatch, chunks: AsyncIterator[Sequence[BatchRequest]]
+) -> tuple[str, bool]:
+    """Store a batch whose requests arrive in chunks (read from a file), in one transaction.
+
+    Nothing is visible, to the API or to the submitter, before every chunk is stored: an exception
+    from ``chunks`` (a bad line) or a repeated ``custom_id`` (:class:`DuplicateCustomId`) rolls the
+    whole batch back. Memory holds one chunk: uniqueness is checked against the rows already
+    written (one indexed query per chunk), not a set of every id. ``new.requests`` must be empty.
+    With an ``idempotency_key`` already used, the earlier batch is returned and ``chunks`` is not read.
+    Returns (batch id, replayed).
+    """
+    assert not new.requests
+    now = utcnow()
+    async with db.write() as conn:
+        existing = await idempotent_match(conn, new, now)
+        if existing is not None:
+            return existing, True
+        job_id = new_id("job")
+        await conn.execute(
+            insert(jobs).values(
+                id=job_id,
+                org_id=new.org_id,
+                job_type=LLM_BATCH,
+                status=JobStatus.CREATED,
+                provider=new.provider,
+                metadata=new.metadata,
+                callback_url=new.callback_url,
+                idempotency_key=new.idempotency_key,
+                request_hash=new.request_hash,
+                n_total=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        total = 0
+        async for chunk in chunks:
+            await _check_unique(conn, job_id, total, chunk)
+            await _insert_items(conn, job_id, total, chunk, now)
+            total += len(chunk)
+        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(n_total=total))
+        return job_id, False
+
+
+async def _check_unique(
+    conn: AsyncConnection, job_id: str, start: int, chunk: Sequence[BatchRequest]
+) -> None:
+    ids = [request.custom_id for request in chunk]
+    stored = set(
+        (
+            await conn.execute(
+                select(items.c.custom_id).where(items.c.job_id == job_id, items.c.custom_id.in_(ids))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    seen: set[str] = set()
+    for offset, custom_id in enumerate(ids):
+        if custom_id in stored or custom_id in seen:
+            raise DuplicateCustomId(custom_id, start + offset)
+        seen.add(custom_id)
 
 
 async def get_job_row(conn: AsyncConnection, org_id: str, job_id: str) -> RowMapping:

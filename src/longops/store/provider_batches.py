@@ -171,6 +171,7 @@ async def mark_submit_started(db: Database, pb_id: str, now: datetime) -> bool:
             .values(
                 submit_started_at=func.coalesce(provider_batches.c.submit_started_at, now),
                 submit_attempts=provider_batches.c.submit_attempts + 1,
+                submit_outcome_unknown=0,
                 updated_at=now,
             )
         )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -66,6 +67,12 @@ jobs = Table(
     Column("completed_at", UTCDateTime),
     Column("expires_at", UTCDateTime),
     Column("cancel_requested_at", UTCDateTime),
+    # Generic jobs (migration 0004; see store/job_queue.py): the worker holding the job, the moment a
+    # worker may next claim it (creation, lease expiry or retry time; NULL once it has ended or for
+    # batches), and the time budget of one attempt.
+    Column("lease_owner", String(255)),
+    Column("due_at", UTCDateTime),
+    Column("timeout_seconds", Float),
     Index("ix_jobs_org_id_id", "org_id", "id"),
     Index("ix_jobs_org_id_job_type_id", "org_id", "job_type", "id"),
     Index("ix_jobs_org_id_status_id", "org_id", "status", "id"),
@@ -78,6 +85,13 @@ jobs = Table(
         sqlite_where=text("idempotency_key IS NOT NULL"),
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
+    Index(
+        "ix_jobs_due_at",
+        "due_at",
+        sqlite_where=text("due_at IS NOT NULL"),
+        postgresql_where=text("due_at IS NOT NULL"),
+    ),
+    Index("ix_jobs_completed_at", "completed_at"),
 )
 
 provider_batches = Table(
@@ -127,4 +141,29 @@ items = Table(
     Index("uq_items_job_id_custom_id", "job_id", "custom_id", unique=True),
     Index("uq_items_job_id_seq", "job_id", "seq", unique=True),
     Index("ix_items_provider_batch_id_status", "provider_batch_id", "status"),
+)
+
+leader_terms = Table(
+    "leader_terms",
+    metadata,
+    Column("term", Integer, primary_key=True, autoincrement=True),
+    Column("lock_name", String(255), nullable=False),
+    Column("instance", String(255), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("released_at", UTCDateTime),
+    Index("ix_leader_terms_lock_name_released_at", "lock_name", "released_at"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("filename", String(255)),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),  # relative to LONGOPS_FILES_DIR
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_files_org_id_id", "org_id", "id"),
+    Index("ix_files_created_at", "created_at"),
 )

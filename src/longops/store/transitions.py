@@ -1,18 +1,23 @@
-"""Compare-and-set status writes for jobs. Every terminal transition goes through :func:`finish_job`."""
+"""Compare-and-set status writes for jobs. Every terminal transition goes through :func:`finish_job`
+(or its bulk twin :func:`finish_jobs`)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.outcome import RequestCounts, batch_outcome
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus, StopReason, allowed_from
+from longops.store.events import enqueue_terminal_event
 from longops.store.tables import items, jobs, provider_batches
+
+# A terminal job holds no lease and is never due again (see store/job_queue.py).
+LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "due_at": None}
 
 _COUNTER_COLUMNS = {
     ItemStatus.SUCCEEDED: "n_succeeded",
@@ -45,7 +50,8 @@ async def finish_job(
 ) -> bool:
     """Move a job to a terminal status if the lifecycle allows it from its current status (CAS).
 
-    ``conditions`` narrow the compare-and-set further (e.g. "nothing was submitted yet").
+    ``conditions`` narrow the compare-and-set further (e.g. "nothing was submitted yet"). When the CAS
+    wins, the job's webhook event (if it has a ``callback_url``) is written in the same transaction.
     """
     assert target.is_terminal
     result = await conn.execute(
@@ -57,10 +63,64 @@ async def finish_job(
             updated_at=now,
             stop_reason=stop_reason,
             error=error,
-            **(extra or {}),
+            **{**LEASE_CLEARED, **(extra or {})},
         )
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    await enqueue_terminal_event(conn, job_id, target, now)
+    return True
+
+
+async def finish_jobs(
+    conn: AsyncConnection,
+    target: JobStatus,
+    now: datetime,
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    stop_reason: StopReason | None = None,
+    conditions: Sequence[ColumnElement[bool]] = (),
+) -> list[str]:
+    """The bulk twin of :func:`finish_job`: many jobs to ``target`` in one statement (CAS per row).
+
+    ``rows`` maps each job id to its own column values (e.g. ``result``, ``error``); a column a row
+    does not name keeps its value, except ``error``, NULL by default as in :func:`finish_job`. Returns
+    the ids whose CAS won, and writes their webhook events in the same transaction (one statement per
+    job with a callback).
+    """
+    assert target.is_terminal
+    if not rows:
+        return []
+    columns = {name for values in rows.values() for name in values}
+    per_row: dict[str, Any] = {
+        name: case(
+            {
+                job_id: literal(values[name], jobs.c[name].type)
+                for job_id, values in rows.items()
+                if name in values
+            },
+            value=jobs.c.id,
+            else_=None if name == "error" else jobs.c[name],
+        )
+        for name in columns
+    }
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(list(rows)), jobs.c.status.in_(allowed_from(target)), *conditions)
+        .values(
+            status=target,
+            completed_at=now,
+            updated_at=now,
+            stop_reason=stop_reason,
+            **{"error": None, **LEASE_CLEARED, **per_row},
+        )
+        .returning(jobs.c.id, jobs.c.callback_url)
+    )
+    finished = result.all()
+    for job_id, callback_url in finished:
+        if callback_url is not None:
+            await enqueue_terminal_event(conn, job_id, target, now)
+    return [job_id for job_id, _ in finished]
 
 
 async def add_item_counts(
@@ -77,7 +137,13 @@ async def add_item_counts(
 
 
 async def finalize_batch_if_done(conn: AsyncConnection, job_id: str, now: datetime) -> JobStatus | None:
-    """End a batch whose provider batches have all ended; return its new status, or None if not done."""
+    """End a batch whose provider batches have all ended; return its new status, or None if not done.
+
+    The job row is locked first: provider batches of one job may complete in concurrent
+    transactions, and without the lock each could see the other still running and neither would
+    end the batch. With it, the later one waits, then sees the earlier one's commit.
+    """
+    await conn.execute(select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
     open_pbs = await conn.scalar(
         select(func.count())
         .select_from(provider_batches)

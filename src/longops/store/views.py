@@ -22,7 +22,7 @@ from longops.domain.schemas import (
 LLM_BATCH = "llm_batch"
 
 
-def request_counts(job: Mapping[str, Any]) -> RequestCounts:
+def request_counts(job: Mapping[Any, Any]) -> RequestCounts:
     final = job["n_succeeded"] + job["n_errored"] + job["n_cancelled"] + job["n_expired"]
     return RequestCounts(
         total=job["n_total"],
@@ -34,7 +34,7 @@ def request_counts(job: Mapping[str, Any]) -> RequestCounts:
     )
 
 
-def _callback(job: Mapping[str, Any]) -> CallbackSummary:
+def _callback(job: Mapping[Any, Any]) -> CallbackSummary:
     return CallbackSummary(
         sent_at=job["callback_sent_at"],
         status_code=job["callback_status_code"],
@@ -47,7 +47,7 @@ def _error(value: Any) -> ErrorDetail | None:
     return ErrorDetail.model_validate(value) if value else None
 
 
-def provider_batch_view(row: Mapping[str, Any]) -> ProviderBatchView:
+def provider_batch_view(row: Mapping[Any, Any]) -> ProviderBatchView:
     return ProviderBatchView(
         id=row["id"],
         provider_batch_id=row["provider_batch_id"],
@@ -59,7 +59,7 @@ def provider_batch_view(row: Mapping[str, Any]) -> ProviderBatchView:
     )
 
 
-def batch_view(job: Mapping[str, Any], provider_batches: Iterable[Mapping[str, Any]] = ()) -> Batch:
+def batch_view(job: Mapping[Any, Any], provider_batches: Iterable[Mapping[Any, Any]] = ()) -> Batch:
     return Batch(
         id=job["id"],
         status=job["status"],
@@ -80,7 +80,7 @@ def batch_view(job: Mapping[str, Any], provider_batches: Iterable[Mapping[str, A
     )
 
 
-def job_view(job: Mapping[str, Any]) -> Job:
+def job_view(job: Mapping[Any, Any]) -> Job:
     if job["job_type"] == LLM_BATCH:
         counts = request_counts(job)
         progress: Progress | None = Progress(
@@ -114,7 +114,7 @@ def job_view(job: Mapping[str, Any]) -> Job:
     )
 
 
-def item_view(row: Mapping[str, Any]) -> Item:
+def item_view(row: Mapping[Any, Any]) -> Item:
     return Item(
         id=row["id"],
         custom_id=row["custom_id"],
@@ -128,7 +128,7 @@ def item_view(row: Mapping[str, Any]) -> Item:
     )
 
 
-def result_line(row: RowMapping | Mapping[str, Any]) -> str:
+def result_line(row: RowMapping | Mapping[Any, Any]) -> str:
     """One NDJSON results line, built around the stored response text without re-parsing it."""
     response = row["response"] if row["response"] is not None else "null"
     error = json.dumps(row["error"], separators=(",", ":")) if row["error"] else "null"
@@ -136,8 +136,8 @@ def result_line(row: RowMapping | Mapping[str, Any]) -> str:
     return f'{{"custom_id":{custom_id},"status":"{row["status"]}","response":{response},"error":{error}}}\n'
 
 
-def group_by_job(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
+def group_by_job(rows: Sequence[Mapping[Any, Any]]) -> dict[str, list[Mapping[Any, Any]]]:
+    grouped: dict[str, list[Mapping[Any, Any]]] = {}
     for row in rows:
         grouped.setdefault(row["job_id"], []).append(row)
     return grouped

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from longops.api.callback_urls import ensure_callback_url_allowed
 from longops.api.deps import Org, State
 from longops.api.errors import APIError
 from longops.domain.requests import parse_requests
@@ -51,6 +52,7 @@ async def create_batch(
         accepts_openai_lines=spec.accepts_openai_lines,
         max_requests=state.settings.max_batch_requests,
     )
+    await ensure_callback_url_allowed(body.callback_url, state.settings)
     new = job_store.NewBatch(
         org_id=org,
         provider=body.provider,

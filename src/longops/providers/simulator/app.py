@@ -187,8 +187,8 @@ def create_app(state: SimulatorState) -> Starlette:
 
     async def create(request: Request) -> Response:
         stats.count("create")
+        body = await request.body()  # read even when failing, so the client is not cut off mid-send
         faults.raise_error("create")
-        body = await request.body()
         items = await anyio.to_thread.run_sync(parse_create_body, body, state.config.error_rate)
         batch = await anyio.to_thread.run_sync(state.create, items)
         faults.raise_error("create", faults.create_applied_errors)

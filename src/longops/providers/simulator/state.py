@@ -369,14 +369,13 @@ class SimulatorState:
         self._seq = 0
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._load()
+            self._load(self._dir)
 
-    def _load(self) -> None:
-        assert self._dir is not None
+    def _load(self, directory: Path) -> None:
         loaded = []
-        for path in self._dir.glob("*.json"):
+        for path in directory.glob("*.json"):
             meta = json.loads(path.read_text())
-            loaded.append(SimBatch(**meta, items=ItemFile(self._dir / f"{meta['id']}.items.jsonl")))
+            loaded.append(SimBatch(**meta, items=ItemFile(directory / f"{meta['id']}.items.jsonl")))
         for batch in sorted(loaded, key=lambda b: b.seq):
             self._batches[batch.id] = batch
             self._seq = max(self._seq, batch.seq)
@@ -389,7 +388,7 @@ class SimulatorState:
 
     def create(self, items: list[SimItem]) -> SimBatch:
         """Register a batch of already validated items (blocking: writes the items file)."""
-        batch_id = _new_batch_id()
+        batch_id, codes = _new_batch_id(), outcome_codes(items)
         stored: list[SimItem] | ItemFile = items
         if self._dir is not None:
             stored = ItemFile(self._dir / f"{batch_id}.items.jsonl")
@@ -404,7 +403,7 @@ class SimulatorState:
                 created_at=now,
                 expires_at=now + self.config.expiry_seconds,
                 processing_seconds=self.config.processing_seconds,
-                codes=outcome_codes(items),
+                codes=codes,
                 items=stored,
             )
             self._save(batch)

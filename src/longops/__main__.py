@@ -1,0 +1,5 @@
+"""``python -m longops`` runs the CLI."""
+
+from longops.cli import main
+
+main()

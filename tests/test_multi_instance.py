@@ -1,0 +1,220 @@
+"""Several engine processes on one PostgreSQL; one engine per SQLite file (real processes).
+
+Leadership is observed through the ``leader_terms`` table (every term with its instance, start and
+end), the simulator's own call counts (creates per batch) and the items themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.harness import requests_for
+from tests.support.postgres import fresh_database
+from tests.support.processes import Cluster, cluster, wait_for
+
+ENGINE_ENV = {
+    "LONGOPS_POLL_INTERVAL_SECONDS": "0.3",
+    "LONGOPS_POLL_JITTER_SECONDS": "0.1",
+    "LONGOPS_SUBMIT_INTERVAL_SECONDS": "0.2",
+    "LONGOPS_LEADER_RETRY_SECONDS": "0.5",
+    "LONGOPS_ANTHROPIC_MAX_REQUESTS": "2",
+    "LONGOPS_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture
+def pg_url(postgres_server_url: str) -> Iterator[str]:
+    with fresh_database(postgres_server_url) as url:
+        yield url
+
+
+def _dsn(url: str) -> str:
+    from longops.engine.leadership import asyncpg_dsn
+
+    return asyncpg_dsn(url)
+
+
+def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def terms(url: str) -> list[asyncpg.Record]:
+    return query(url, "SELECT term, instance, acquired_at, released_at FROM leader_terms ORDER BY term")
+
+
+def current_leader_pid(url: str) -> int | None:
+    try:
+        rows = query(
+            url, "SELECT instance FROM leader_terms WHERE released_at IS NULL ORDER BY term DESC LIMIT 1"
+        )
+    except asyncpg.UndefinedTableError:  # the engines have not migrated the database yet
+        return None
+    return int(rows[0]["instance"].split(":")[1]) if rows else None
+
+
+def assert_terms_never_overlap(rows: list[asyncpg.Record]) -> None:
+    for before, after in zip(rows, rows[1:], strict=False):
+        assert before["released_at"] is not None, f"term {before['term']} was never closed"
+        assert before["released_at"] <= after["acquired_at"], (
+            f"terms {before['term']} and {after['term']} overlap"
+        )
+
+
+def create_batches(api: str, count: int, size: int) -> list[str]:
+    ids = []
+    with httpx.Client(base_url=api, timeout=30) as client:
+        for _ in range(count):
+            texts = [f"question {i}" for i in range(size)]
+            response = client.post(
+                "/v1/batches", json={"provider": "simulator", "requests": requests_for(*texts)}
+            )
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+    return ids
+
+
+def statuses(api: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    with httpx.Client(base_url=api, timeout=30) as client:
+        return {batch_id: client.get(f"/v1/batches/{batch_id}").json() for batch_id in ids}
+
+
+def all_completed(api: str, ids: list[str]) -> bool:
+    return all(b["status"] == "completed" for b in statuses(api, ids).values())
+
+
+def assert_exactly_once(url: str, simulator: str, api: str, ids: list[str]) -> None:
+    """Every provider batch created once at the provider; every item final once, counted once."""
+    pbs = query(url, "SELECT provider_batch_id FROM provider_batches")
+    stats = httpx.get(simulator + "/_simulator/stats").json()
+    assert stats["calls"]["create"] == len(pbs) == stats["batches"]
+    assert len({pb["provider_batch_id"] for pb in pbs}) == len(pbs)
+    rows = query(
+        url, "SELECT count(*) AS n, count(DISTINCT (job_id, custom_id)) AS d, max(attempts) AS a FROM items"
+    )
+    assert rows[0]["n"] == rows[0]["d"] and rows[0]["a"] == 1
+    for batch in statuses(api, ids).values():
+        counts = batch["request_counts"]
+        assert counts["succeeded"] == counts["total"] and counts["processing"] == 0
+
+
+@pytest.fixture
+def group(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    with cluster(tmp_path, LONGOPS_DATABASE_URL=pg_url, **ENGINE_ENV) as running:
+        yield running
+
+
+def test_three_engines_one_leader_all_work_once(group: Cluster, pg_url: str) -> None:
+    simulator = group.start_simulator("--processing-seconds", "1")
+    api = group.start_server("api", "--no-engine")
+    engines = [group.start(f"engine{i}", "engine") for i in range(3)]
+    ids = create_batches(api, count=12, size=5)
+    wait_for(lambda: all_completed(api, ids), 90, "all batches to complete")
+    assert all(engine.alive() for engine in engines)
+    rows = terms(pg_url)
+    assert len(rows) == 1, "one election, no churn"
+    leader_pid = current_leader_pid(pg_url)
+    assert leader_pid in {engine.pid for engine in engines}
+    pollers = [e for e in engines if "poll cycle:" in e.log()]
+    assert [e.pid for e in pollers] == [leader_pid], "only the leader polls"
+    assert_exactly_once(pg_url, simulator, api, ids)
+
+
+def test_sigkill_leader_mid_ingest_fails_over_exactly_once(group: Cluster, pg_url: str) -> None:
+    group.env["LONGOPS_ANTHROPIC_MAX_REQUESTS"] = "100000"
+    group.env["LONGOPS_INGEST_CHUNK_SIZE"] = "50"
+    simulator = group.start_simulator("--processing-seconds", "0")
+    api = group.start_server("api", "--no-engine")
+    engines = {e.pid: e for e in (group.start(f"engine{i}", "engine") for i in range(3))}
+    wait_for(lambda: current_leader_pid(pg_url), 30, "a leader")
+    ids = create_batches(api, count=3, size=3000)
+
+    def ingest_started() -> bool:
+        rows = query(pg_url, "SELECT count(*) AS n FROM items WHERE status = 'succeeded'")
+        return 0 < rows[0]["n"] < 9000
+
+    wait_for(ingest_started, 60, "ingestion to start", interval=0.01)
+    old = current_leader_pid(pg_url)
+    assert old is not None
+    engines[old].kill()
+    killed_at = time.time()
+    new = wait_for(lambda: (pid := current_leader_pid(pg_url)) != old and pid, 30, "a new leader")
+    takeover = terms(pg_url)[-1]["acquired_at"].timestamp() - killed_at
+    assert takeover < 0.5 * 1.2 + 1.0 + 1.0, f"takeover took {takeover:.2f}s"
+    assert new in engines
+    wait_for(lambda: all_completed(api, ids), 120, "all batches to complete after failover")
+    assert_exactly_once(pg_url, simulator, api, ids)
+
+
+def test_terminated_leader_connection_steps_down_without_overlap(group: Cluster, pg_url: str) -> None:
+    simulator = group.start_simulator("--processing-seconds", "2")
+    api = group.start_server("api", "--no-engine")
+    engines = {e.pid: e for e in (group.start(f"engine{i}", "engine") for i in range(2))}
+    wait_for(lambda: current_leader_pid(pg_url), 30, "a leader")
+    ids = create_batches(api, count=6, size=4)
+    old = current_leader_pid(pg_url)
+    terminated = query(
+        pg_url,
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'longops-leader'",
+    )
+    assert [row["ok"] for row in terminated] == [True]
+    wait_for(lambda: current_leader_pid(pg_url) not in (None, old), 30, "another leader")
+    wait_for(lambda: "leadership lost" in engines[old].log(), 10, "the old leader to step down")
+    assert engines[old].alive(), "a deposed leader stays up as a standby"
+    wait_for(lambda: all_completed(api, ids), 90, "all batches to complete")
+    assert_terms_never_overlap(terms(pg_url))
+    assert_exactly_once(pg_url, simulator, api, ids)
+
+
+def test_sigterm_releases_leadership_promptly(group: Cluster, pg_url: str) -> None:
+    group.start_simulator()
+    engines = {e.pid: e for e in (group.start(f"engine{i}", "engine") for i in range(2))}
+    old = wait_for(lambda: current_leader_pid(pg_url), 30, "a leader")
+    started = time.monotonic()
+    assert engines[old].terminate(timeout=30) == 0
+    assert time.monotonic() - started < 30
+    (old_term,) = [row for row in terms(pg_url) if int(row["instance"].split(":")[1]) == old]
+    assert old_term["released_at"] is not None
+    wait_for(lambda: current_leader_pid(pg_url) not in (None, old), 10, "the standby to take over")
+    assert_terms_never_overlap(terms(pg_url))
+
+
+def test_second_engine_on_one_sqlite_file_refuses(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    with cluster(tmp_path, LONGOPS_DATABASE_URL=url, **ENGINE_ENV) as group:
+        group.start_simulator()
+        first = group.start("first", "engine")
+        wait_for(lambda: "now the leader" in first.log(), 30, "the first engine to lead")
+        second = subprocess.run(
+            [sys.executable, "-m", "longops", "engine"],
+            env={**os.environ, **group.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert second.returncode != 0
+        assert "already running on this SQLite database" in second.stderr
+        assert first.alive()
+        api = group.start_server("api", "--no-engine")
+        assert httpx.get(api + "/readyz").json()["role"] == "api"
+        first.popen.send_signal(signal.SIGTERM)
+        assert first.popen.wait(30) == 0
