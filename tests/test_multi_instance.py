@@ -7,6 +7,7 @@ end), the simulator's own call counts (creates per batch) and the items themselv
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
+from longops.engine.leadership import LEADER_APPLICATION_NAME
 from tests.support.harness import requests_for
 from tests.support.postgres import fresh_database
 from tests.support.processes import Cluster, cluster, wait_for
@@ -72,7 +74,7 @@ def current_leader_pid(url: str) -> int | None:
 
 
 def assert_terms_never_overlap(rows: list[asyncpg.Record]) -> None:
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert before["released_at"] is not None, f"term {before['term']} was never closed"
         assert before["released_at"] <= after["acquired_at"], (
             f"terms {before['term']} and {after['term']} overlap"
@@ -173,7 +175,8 @@ def test_terminated_leader_connection_steps_down_without_overlap(group: Cluster,
     old = current_leader_pid(pg_url)
     terminated = query(
         pg_url,
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'longops-leader'",
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1",
+        LEADER_APPLICATION_NAME,
     )
     assert [row["ok"] for row in terminated] == [True]
     wait_for(lambda: current_leader_pid(pg_url) not in (None, old), 30, "another leader")
@@ -191,7 +194,7 @@ def test_sigterm_releases_leadership_promptly(group: Cluster, pg_url: str) -> No
     started = time.monotonic()
     assert engines[old].terminate(timeout=30) == 0
     assert time.monotonic() - started < 30
-    (old_term,) = [row for row in terms(pg_url) if int(row["instance"].split(":")[1]) == old]
+    (old_term,) = [row for row in terms(pg_url) if row["instance"].split(":")[1] == str(old)]
     assert old_term["released_at"] is not None
     wait_for(lambda: current_leader_pid(pg_url) not in (None, old), 10, "the standby to take over")
     assert_terms_never_overlap(terms(pg_url))
@@ -218,3 +221,19 @@ def test_second_engine_on_one_sqlite_file_refuses(tmp_path: Path) -> None:
         assert httpx.get(api + "/readyz").json()["role"] == "api"
         first.popen.send_signal(signal.SIGTERM)
         assert first.popen.wait(30) == 0
+
+
+def test_server_stopped_mid_batch_and_started_again_completes(tmp_path: Path, database_url: str) -> None:
+    """Both backends: `longops serve` is killed while a batch runs; a restarted server finishes it."""
+    with cluster(tmp_path, LONGOPS_DATABASE_URL=database_url, **ENGINE_ENV) as group:
+        simulator = group.start_simulator("--processing-seconds", "3")
+        api = group.start_server("first")
+        (batch_id,) = create_batches(api, count=1, size=6)
+        wait_for(lambda: statuses(api, [batch_id])[batch_id]["status"] == "running", 30, "the batch to run")
+        group.processes[-1].kill()
+        api = group.start_server("second")
+        wait_for(lambda: all_completed(api, [batch_id]), 60, "the batch to complete after restart")
+        stats = httpx.get(simulator + "/_simulator/stats").json()
+        assert stats["calls"]["create"] == stats["batches"] == 3
+        results = httpx.get(f"{api}/v1/batches/{batch_id}/results").text.splitlines()
+        assert len(results) == 6

@@ -34,7 +34,7 @@ from longops.store import jobs as job_store
 from longops.store.db import Database, open_database
 from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
-from longops.store.transitions import finish_job
+from longops.store.transitions import finish_job, finish_jobs
 from longops.store.types import utcnow
 from longops.store.webhook_tables import webhook_events
 from longops.webhooks import WebhookVerificationError, generate_secret, sign, verify
@@ -602,49 +602,51 @@ async def test_a_changed_dns_answer_is_checked_again_at_send_time(
 # --- the outbox and the dispatcher, at the store level --------------------------------------------
 
 
+def report_job(job_id: str, callback_url: str | None) -> Any:
+    """A running generic job row (job type ``report``)."""
+    now = utcnow()
+    return insert(jobs).values(
+        id=job_id,
+        org_id="default",
+        job_type="report",
+        status="running",
+        metadata={},
+        callback_url=callback_url,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def test_the_event_is_written_by_the_terminal_transition_only(database_url: str) -> None:
+    hook = "http://hooks.test/x"
     async with migrated(database_url) as db:
         now = utcnow()
         async with db.write() as conn:
-            for job_id, callback in (("job_report", "http://hooks.test/x"), ("job_silent", None)):
-                await conn.execute(
-                    insert(jobs).values(
-                        id=job_id,
-                        org_id="default",
-                        job_type="report",
-                        status="running",
-                        metadata={},
-                        callback_url=callback,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            assert await finish_job(conn, "job_report", JobStatus.FAILED, now)
-            assert await finish_job(conn, "job_silent", JobStatus.COMPLETED, now)
-            assert not await finish_job(conn, "job_report", JobStatus.COMPLETED, now)  # CAS lost: no event
-        # a terminal transition rolled back with its transaction leaves no event either
-        with pytest.raises(RuntimeError):
+            for job_id, callback in (("job_a", hook), ("job_b", None), ("job_c", hook), ("job_d", hook)):
+                await conn.execute(report_job(job_id, callback))
+            assert await finish_job(conn, "job_a", JobStatus.FAILED, now)
+            assert await finish_job(conn, "job_b", JobStatus.COMPLETED, now)  # no callback_url: no event
+            assert not await finish_job(conn, "job_a", JobStatus.COMPLETED, now)  # CAS lost: no event
+            rows = {"job_c": {"result": {"n": 1}}, "job_d": {"result": {"n": 2}}, "job_a": {}}
+            assert set(await finish_jobs(conn, JobStatus.COMPLETED, now, rows)) == {"job_c", "job_d"}
+        with pytest.raises(RuntimeError):  # a transition rolled back with its transaction leaves no event
             async with db.write() as conn:
-                await conn.execute(
-                    insert(jobs).values(
-                        id="job_rolled_back",
-                        org_id="default",
-                        job_type="report",
-                        status="running",
-                        metadata={},
-                        callback_url="http://hooks.test/x",
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                assert await finish_job(conn, "job_rolled_back", JobStatus.COMPLETED, now)
+                await conn.execute(report_job("job_e", hook))
+                assert await finish_job(conn, "job_e", JobStatus.COMPLETED, now)
                 raise RuntimeError("crash before commit")
         async with db.read() as conn:
-            rows = (await conn.execute(select(webhook_events))).mappings().all()
+            rows = (
+                (await conn.execute(select(webhook_events).order_by(webhook_events.c.job_id)))
+                .mappings()
+                .all()
+            )
         assert [(r["job_id"], r["type"], r["state"]) for r in rows] == [
-            ("job_report", "job.failed", "pending")
+            ("job_a", "job.failed", "pending"),
+            ("job_c", "job.completed", "pending"),
+            ("job_d", "job.completed", "pending"),
         ]
-        assert rows[0]["id"].startswith("evt_") and rows[0]["occurred_at"] == now
+        assert len({r["id"] for r in rows}) == 3 and all(r["id"].startswith("evt_") for r in rows)
+        assert all(r["occurred_at"] == now == r["next_attempt_at"] for r in rows)
 
 
 async def test_concurrent_dispatchers_send_each_event_once(

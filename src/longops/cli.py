@@ -7,14 +7,15 @@ file) print one ``error: ...`` line on stderr and exit 1; a traceback means a bu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import pydantic
 import typer
@@ -29,6 +30,11 @@ from longops.domain.requests import BatchValidationError, parse_requests
 from longops.domain.schemas import Batch, ErrorDetail, Job
 from longops.domain.statuses import JobStatus
 from longops.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from longops.store.db import Database
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="longops",
@@ -174,6 +180,83 @@ def simulator(
         error_rate=error_rate if error_rate is not None else settings.simulator_error_rate,
         state_dir=str(state_dir) if state_dir is not None else settings.simulator_state_dir,
     )
+
+
+keys_app = typer.Typer(
+    name="keys",
+    help="Create, list and revoke API keys (in the database of LONGOPS_DATABASE_URL, directly).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app)
+
+
+def _on_database(operation: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``operation`` on the configured database, brought up to date first (as the server does)."""
+    from longops.store.db import open_database
+    from longops.store.migrate import upgrade_database
+
+    async def run() -> T:
+        db = open_database(_settings().database_url)
+        try:
+            await upgrade_database(db)
+            return await operation(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option("--org", help="The organization the key belongs to (its data).")],
+) -> None:
+    """Create an API key. The key is printed once, alone on the last line, and stored only as a hash."""
+    from longops.store import api_keys
+
+    try:
+        api_keys.check_org_name(org)
+    except api_keys.InvalidOrgName as exc:
+        _fail(str(exc))
+    created = _on_database(lambda db: api_keys.create_key(db, org))
+    typer.echo(f"created {created.record.id} for organization {org}; the key is shown only this once:")
+    typer.echo(created.secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys: id, organization, prefix, created, revoked (never the keys themselves)."""
+    from longops.store import api_keys
+
+    keys = _on_database(api_keys.list_keys)
+    names = ("id", "organization", "prefix", "created", "revoked")
+    table = Table(*(Column(name, no_wrap=True) for name in names), box=box.SIMPLE_HEAD)
+    for key in keys:
+        table.add_row(
+            Text(key.id),
+            Text(key.org_id),
+            Text(key.prefix + "…"),
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+    _console().print(table)
+    if not keys:
+        _console(stderr=True).print(
+            "no API keys yet: create one with `longops keys create --org NAME`", markup=False
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_…), as `keys list` shows it.")],
+) -> None:
+    """Revoke an API key: requests with it get 401 from the next one on."""
+    from longops.store import api_keys
+
+    try:
+        key = _on_database(lambda db: api_keys.revoke_key(db, key_id))
+    except api_keys.KeyNotFound:
+        _fail(f"no such key: {key_id}")
+    typer.echo(f"{key.id} ({key.org_id}) revoked at {_when(key.revoked_at)}")
 
 
 # --- client side -------------------------------------------------------------------------------------

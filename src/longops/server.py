@@ -9,10 +9,12 @@ import signal
 import uvicorn
 
 from longops.api.app import create_app
+from longops.api.auth import DEFAULT_ORG, is_loopback_host
 from longops.engine.engine import Engine
 from longops.engine.leadership import EngineAlreadyRunning
 from longops.engine.metrics import Metrics
 from longops.settings import Settings
+from longops.store.api_keys import any_key_exists
 from longops.store.db import open_database
 from longops.store.migrate import upgrade_database
 
@@ -34,6 +36,8 @@ def serve(
     configure_logging(settings.log_level)
     host = host or settings.host
     port = port if port is not None else settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})  # the app decides open mode by it
+    _check_access(settings)
     app = create_app(settings, run_engine=run_engine)
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
     server = uvicorn.Server(config)
@@ -44,6 +48,49 @@ def serve(
         raise StartupError(str(exc)) from exc
     if server.started is False and not server.should_exit:
         raise StartupError("the server did not start; see the log above")
+
+
+def _check_access(settings: Settings) -> None:
+    """Refuse to listen on a non-loopback address without an active API key; say loudly when open.
+
+    Runs before anything listens (it migrates the database first, as ``longops keys`` does).
+    """
+    try:
+        any_key, active_key = asyncio.run(_key_status(settings.database_url))
+    except Exception as exc:
+        raise StartupError(
+            f"cannot read the API keys from the database: {type(exc).__name__}: {exc}"
+        ) from exc
+    if active_key:
+        return
+    if not is_loopback_host(settings.host):
+        raise StartupError(
+            f"refusing to listen on {settings.host}: it is not a loopback address and there is no active API "
+            "key, so the API would be open to anyone who can reach it; an API key is needed: create one with "
+            "`longops keys create --org NAME` (or listen on 127.0.0.1)"
+        )
+    if any_key:
+        log.warning(
+            "every API key is revoked: all requests will get 401 until `longops keys create --org NAME`"
+        )
+    else:
+        log.warning(
+            "OPEN MODE: no API key exists, so requests without a key are accepted as organization %r "
+            "(allowed only because %s is a loopback address). Create a key with "
+            "`longops keys create --org NAME` to require keys.",
+            DEFAULT_ORG,
+            settings.host,
+        )
+
+
+async def _key_status(database_url: str) -> tuple[bool, bool]:
+    """(any key was ever created, an unrevoked key exists)."""
+    db = open_database(database_url)
+    try:
+        await upgrade_database(db)
+        return await any_key_exists(db), await any_key_exists(db, active_only=True)
+    finally:
+        await db.dispose()
 
 
 def run_engine(settings: Settings) -> None:

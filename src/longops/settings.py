@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from longops.domain.limits import DEFAULT_MAX_JSON_DEPTH
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LONGOPS_", extra="ignore")
@@ -50,6 +52,14 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = Field(268_435_456, ge=1)
     max_batch_requests: int = Field(1_000_000, ge=1)
+    # Input limits of issue 5 (docs/security.md): each answers 422 naming the field and the setting.
+    max_metadata_keys: int = Field(64, ge=0)
+    max_metadata_key_length: int = Field(128, ge=1)
+    max_metadata_bytes: int = Field(16_384, ge=2)
+    max_callback_url_length: int = Field(2048, ge=1)
+    max_json_depth: int = Field(
+        DEFAULT_MAX_JSON_DEPTH, ge=1, le=256
+    )  # deeper would reach Python's recursion limit
     handlers: str | None = None
     retention_days: float = Field(30.0, gt=0)
     log_level: str = "INFO"

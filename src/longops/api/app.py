@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from longops._version import __version__
+from longops.api.auth import AuthMiddleware, OpenMode, is_loopback_host
 from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
 from longops.api.errors import install_error_handlers
+from longops.api.limits import reject_unknown_query_params
 from longops.api.routes import batches, deliveries, files, health, jobs
+from longops.api.url_guard import URLGuardMiddleware
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
 from longops.handlers import load_handlers
@@ -29,7 +32,13 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         db = open_database(settings.database_url)
         await upgrade_database(db)
         metrics = Metrics()
-        state = AppState(settings=settings, db=db, metrics=metrics, providers=configured_providers(settings))
+        state = AppState(
+            settings=settings,
+            db=db,
+            metrics=metrics,
+            providers=configured_providers(settings),
+            open_mode=OpenMode(allowed=is_loopback_host(settings.host)),  # settings.host: where it listens
+        )
         if run_engine:
             state.engine = Engine(settings, db, metrics)
             await state.engine.start()
@@ -46,6 +55,7 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         version=__version__,
         description="Long-running operations and LLM batches: REST API.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query_params)],
     )
     install_error_handlers(app)
     app.include_router(batches.router)
@@ -58,4 +68,6 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         exempt_paths=frozenset({files.UPLOAD_PATH}),  # streamed to disk under MAX_FILE_BYTES
     )
+    app.add_middleware(URLGuardMiddleware)
+    app.add_middleware(AuthMiddleware)  # added last, so it runs first: no body is read before a 401
     return app

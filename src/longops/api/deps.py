@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from longops.api.auth import AUTH_MESSAGE, ORG_SCOPE_KEY, OpenMode
+from longops.api.errors import APIError
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
 from longops.providers.registry import ProviderSpec
 from longops.settings import Settings
 from longops.store.db import Database
-
-DEFAULT_ORG = "default"
 
 
 @dataclass
@@ -23,6 +23,7 @@ class AppState:
     metrics: Metrics
     providers: dict[str, ProviderSpec]
     engine: Engine | None = None
+    open_mode: OpenMode = field(default_factory=lambda: OpenMode(allowed=False))
 
 
 def app_state(request: Request) -> AppState:
@@ -31,8 +32,14 @@ def app_state(request: Request) -> AppState:
 
 
 async def caller_org(request: Request) -> str:
-    """The organization every query of this request is scoped to."""
-    return DEFAULT_ORG
+    """The organization every query of this request is scoped to, as ``api.auth`` established it.
+
+    Fails closed: a route reached without authentication (a path wrongly made public) answers 401.
+    """
+    org = request.scope.get(ORG_SCOPE_KEY)
+    if not isinstance(org, str):
+        raise APIError(401, "authentication_error", AUTH_MESSAGE)
+    return org
 
 
 State = Annotated[AppState, Depends(app_state)]

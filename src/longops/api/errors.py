@@ -59,9 +59,14 @@ def _validation_message(errors: Sequence[Any]) -> tuple[int, str, str]:
         )
     if first.get("type") == "model_attributes_type" and tuple(first.get("loc", ())) == ("body",):
         return 400, "invalid_request", "request body must be a JSON object"
+    unknown = [_location(error.get("loc", ())) for error in errors if error.get("type") == "extra_forbidden"]
+    if unknown:  # named before any other problem: a misspelt field also shows up as a missing one
+        return (
+            422,
+            "validation_error",
+            f"{', '.join(unknown)}: unknown field{'s' if len(unknown) > 1 else ''}",
+        )
     where = _location(first.get("loc", ()))
-    if first.get("type") == "extra_forbidden":
-        return 422, "validation_error", f"{where}: unknown field"
     return 422, "validation_error", f"{where}: {first.get('msg', 'is invalid')}"
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from longops.domain.limits import DEFAULT_MAX_JSON_DEPTH, LimitExceeded, check_json
+
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OPENAI_BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses"})
 
@@ -40,11 +42,13 @@ def _where(index: int, custom_id: object) -> str:
     return f"requests[{index}]"
 
 
-def parse_requests(raw: Any, *, accepts_openai_lines: bool, max_requests: int) -> list[BatchRequest]:
+def parse_requests(
+    raw: Any, *, accepts_openai_lines: bool, max_requests: int, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> list[BatchRequest]:
     """Validate raw ``requests`` and return them normalized to ``custom_id`` + ``params``.
 
     For OpenAI-family providers an OpenAI batch line ``{custom_id, method, url, body}`` is accepted
-    and its ``body`` becomes ``params``.
+    and its ``body`` becomes ``params``. ``params`` may nest at most ``max_depth`` levels.
     """
     if not isinstance(raw, list):
         raise BatchValidationError("requests", "must be a list of requests")
@@ -64,7 +68,7 @@ def parse_requests(raw: Any, *, accepts_openai_lines: bool, max_requests: int) -
         if custom_id in seen:
             raise BatchValidationError(f"{where}.custom_id", "is a duplicate: custom_id must be unique")
         seen.add(custom_id)
-        params = _params_of(entry, where, accepts_openai_lines)
+        params = _params_of(entry, where, accepts_openai_lines, max_depth)
         parsed.append(BatchRequest(custom_id, json.dumps(params, separators=(",", ":"))))
     return parsed
 
@@ -75,7 +79,9 @@ def _checked_custom_id(custom_id: object, where: str) -> str:
     return custom_id
 
 
-def parse_request_line(line: bytes, number: int, *, accepts_openai_lines: bool) -> BatchRequest | None:
+def parse_request_line(
+    line: bytes, number: int, *, accepts_openai_lines: bool, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> BatchRequest | None:
     """One line of a JSONL batch file (``number`` counts from 1) as a request; None for a blank line.
 
     The same rules as :func:`parse_requests` apply to each line; uniqueness of ``custom_id`` across
@@ -95,16 +101,30 @@ def parse_request_line(line: bytes, number: int, *, accepts_openai_lines: bool) 
         raise BatchValidationError(
             f"line {number}", f"is not valid JSON: {exc.msg} (column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise BatchValidationError(f"line {number}", "is nested too deeply to parse") from None
     if not isinstance(entry, dict):
         raise BatchValidationError(f"line {number}", "must be a JSON object with custom_id and params")
     raw_id = entry.get("custom_id")
     where = f"line {number} (custom_id {raw_id!r})" if isinstance(raw_id, str) else f"line {number}"
     custom_id = _checked_custom_id(raw_id, where)
-    params = _params_of(entry, where, accepts_openai_lines)
+    params = _params_of(entry, where, accepts_openai_lines, max_depth)
     return BatchRequest(custom_id, json.dumps(params, separators=(",", ":")))
 
 
-def _params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool) -> dict[str, Any]:
+def _params_of(
+    entry: dict[str, Any], where: str, accepts_openai_lines: bool, max_depth: int
+) -> dict[str, Any]:
+    params = _raw_params_of(entry, where, accepts_openai_lines)
+    field = f"{where}.{'params' if 'params' in entry else 'body'}"
+    try:
+        check_json(field, params, max_depth, text=False)  # text: sent to the provider, never shown back
+    except LimitExceeded as exc:
+        raise BatchValidationError(exc.field, exc.message) from None
+    return params
+
+
+def _raw_params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool) -> dict[str, Any]:
     extra = set(entry) - {"custom_id", "params", "method", "url", "body"}
     if extra:
         raise BatchValidationError(f"{where}", f"unknown field(s): {', '.join(sorted(extra))}")

@@ -171,7 +171,7 @@ class Poller:
 
     async def _write_chunk(self, job_id: str, chunk: list[ProviderResult]) -> int:
         async with self._db.write() as conn:
-            changed = await ingest_results(conn, job_id, chunk, utcnow(), lock=self._db.is_postgres)
+            changed = await ingest_results(conn, job_id, chunk, utcnow())
         return sum(changed.values())
 
     async def _provider_failed(self, pb: RowMapping, info: ProviderBatchInfo) -> None:

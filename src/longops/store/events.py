@@ -2,8 +2,8 @@
 
 Invariants:
 
-* An event is inserted by :func:`enqueue_terminal_event` inside the transaction of the terminal
-  compare-and-set (``finish_job``), and only when that CAS won: every terminal job with a
+* An event is inserted by :func:`enqueue_terminal_events` inside the transaction of the terminal
+  compare-and-set (``finish_job``, ``finish_jobs``), and only when that CAS won: every terminal job with a
   ``callback_url`` has exactly one event (a unique index on ``job_id``), and a rolled-back transition
   leaves none.
 * :func:`claim_due` hands a due event to one sender at a time: on PostgreSQL the rows are locked with
@@ -45,29 +45,26 @@ class EventState(StrEnum):
     GONE = "gone"  # the receiver answered 410
 
 
-async def enqueue_terminal_event(
-    conn: AsyncConnection, job_id: str, status: JobStatus, now: datetime
+async def enqueue_terminal_events(
+    conn: AsyncConnection, job_ids: Sequence[str], status: JobStatus, now: datetime
 ) -> None:
-    """Insert the event for a job that just became ``status`` — if it has a ``callback_url``.
+    """Insert the events of jobs that just became ``status`` — those that have a ``callback_url``.
 
-    Call it in the transaction of the terminal compare-and-set, after the CAS won. One statement
-    (``INSERT … SELECT`` from the job row), so jobs without a callback cost no extra round trip.
+    Call it in the transaction of the terminal compare-and-set, with the ids whose CAS won. One
+    statement (``INSERT … SELECT`` from the job rows) however many jobs, and jobs without a callback
+    cost nothing more.
     """
+    if not job_ids:
+        return
+    event_id = case({job_id: literal(new_id("evt")) for job_id in job_ids}, value=jobs.c.id)
     kind = case(
         (jobs.c.job_type == LLM_BATCH, literal(f"batch.{status}")),
         else_=literal(f"job.{status}"),
     )
     stamp = literal(now, UTCDateTime())
     source = select(
-        literal(new_id("evt")),
-        jobs.c.id,
-        kind,
-        stamp,
-        literal(EventState.PENDING.value),
-        stamp,
-        stamp,
-        stamp,
-    ).where(jobs.c.id == job_id, jobs.c.callback_url.is_not(None))
+        event_id, jobs.c.id, kind, stamp, literal(EventState.PENDING.value), stamp, stamp, stamp
+    ).where(jobs.c.id.in_(job_ids), jobs.c.callback_url.is_not(None))
     await conn.execute(
         insert(webhook_events).from_select(
             ["id", "job_id", "type", "occurred_at", "state", "next_attempt_at", "created_at", "updated_at"],

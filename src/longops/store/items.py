@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, bindparam, or_, select, update
+from sqlalchemy import RowMapping, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.statuses import FINAL_ITEM_STATUSES, ItemStatus
@@ -78,27 +79,73 @@ async def stream_result_lines(db: Database, job_id: str, chunk_size: int = 2000)
 
 
 async def ingest_results(
-    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime, *, lock: bool
+    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
 ) -> Counter[ItemStatus]:
     """Write one chunk of provider results; returns how many items became final, by status.
 
     Idempotent: only items still open are written, so a chunk replayed after a crash or a re-streamed
-    result file changes nothing twice. Three statements per chunk whatever its size: find the open
-    items (locked on PostgreSQL so a concurrent ingester cannot count them too), update them in one
-    executemany, add the counts to the job.
+    result file changes nothing twice, and only the rows actually changed are added to the job's
+    counters (in the same transaction). A constant number of statements per chunk, whatever its size.
     """
-    by_custom_id = {result.custom_id: result for result in results}
-    query = select(items.c.custom_id).where(
-        items.c.job_id == job_id,
-        items.c.custom_id.in_(list(by_custom_id)),
-        items.c.status.in_(OPEN_ITEM_STATUSES),
-    )
-    if lock:
-        query = query.with_for_update()
-    open_ids = (await conn.execute(query)).scalars().all()
-    if not open_ids:
+    if not results:
         return Counter()
+    if conn.dialect.name == "postgresql":
+        changed = await _ingest_postgres(conn, job_id, results, now)
+    else:
+        changed = await _ingest_portable(conn, job_id, results, now)
+    await add_item_counts(conn, job_id, changed, now)
+    return changed
+
+
+_PG_INGEST = text(
+    """
+    UPDATE items
+    SET status = v.status, response = v.response, error = v.error::json, updated_at = :now
+    FROM unnest(CAST(:custom_ids AS text[]), CAST(:statuses AS text[]), CAST(:responses AS text[]),
+                CAST(:errors AS text[])) AS v(custom_id, status, response, error)
+    WHERE items.job_id = :job_id AND items.custom_id = v.custom_id AND items.status IN ('pending', 'running')
+    RETURNING items.status
+    """
+).bindparams(bindparam("now", type_=items.c.updated_at.type))
+
+
+async def _ingest_postgres(
+    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
+) -> Counter[ItemStatus]:
+    """One ``UPDATE … FROM unnest(…) RETURNING``: row locks make a concurrent writer of the same
+    items wait and then skip them (they are no longer open), so nothing is counted twice."""
+    rows = await conn.execute(
+        _PG_INGEST,
+        {
+            "now": now,
+            "job_id": job_id,
+            "custom_ids": [r.custom_id for r in results],
+            "statuses": [r.status.value for r in results],
+            "responses": [r.response_json for r in results],
+            "errors": [json.dumps(r.error) if r.error is not None else None for r in results],
+        },
+    )
+    return Counter(ItemStatus(status) for status in rows.scalars())
+
+
+async def _ingest_portable(
+    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
+) -> Counter[ItemStatus]:
+    """SQLite: find the open items, then one executemany. The database has a single writer (the
+    write transaction holds SQLite's lock), so what the first statement finds open stays open."""
+    by_custom_id = {result.custom_id: result for result in results}
+    open_ids = (
+        await conn.execute(
+            select(items.c.custom_id).where(
+                items.c.job_id == job_id,
+                items.c.custom_id.in_(list(by_custom_id)),
+                items.c.status.in_(OPEN_ITEM_STATUSES),
+            )
+        )
+    ).scalars()
     changes = [by_custom_id[custom_id] for custom_id in open_ids]
+    if not changes:
+        return Counter()
     await conn.execute(
         update(items)
         .where(
@@ -123,9 +170,7 @@ async def ingest_results(
             for change in changes
         ],
     )
-    changed = Counter(change.status for change in changes)
-    await add_item_counts(conn, job_id, changed, now)
-    return changed
+    return Counter(change.status for change in changes)
 
 
 async def close_items(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,6 +24,7 @@ from longops.store.views import LLM_BATCH, batch_view, group_by_job
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 INSERT_CHUNK = 5000
+ANALYZE_AFTER_ROWS = 5000
 
 
 class IdempotencyConflict(Exception):

@@ -167,3 +167,17 @@ files = Table(
     Index("ix_files_org_id_id", "org_id", "id"),
     Index("ix_files_created_at", "created_at"),
 )
+
+# API keys (migration 0003; see store/api_keys.py): only a hash of each key is stored. Organizations are
+# implicit: the name on a key is the org_id every query of its requests is scoped to.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Index("uq_api_keys_hash", "hash", unique=True),
+)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.outcome import RequestCounts, batch_outcome
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus, StopReason, allowed_from
-from longops.store.events import enqueue_terminal_event
+from longops.store.events import enqueue_terminal_events
 from longops.store.tables import items, jobs, provider_batches
 
 # A terminal job holds no lease and is never due again (see store/job_queue.py).
@@ -68,7 +68,7 @@ async def finish_job(
     )
     if result.rowcount != 1:
         return False
-    await enqueue_terminal_event(conn, job_id, target, now)
+    await enqueue_terminal_events(conn, [job_id], target, now)
     return True
 
 
@@ -85,8 +85,7 @@ async def finish_jobs(
 
     ``rows`` maps each job id to its own column values (e.g. ``result``, ``error``); a column a row
     does not name keeps its value, except ``error``, NULL by default as in :func:`finish_job`. Returns
-    the ids whose CAS won, and writes their webhook events in the same transaction (one statement per
-    job with a callback).
+    the ids whose CAS won, and writes their webhook events in the same transaction (one statement).
     """
     assert target.is_terminal
     if not rows:
@@ -114,13 +113,11 @@ async def finish_jobs(
             stop_reason=stop_reason,
             **{"error": None, **LEASE_CLEARED, **per_row},
         )
-        .returning(jobs.c.id, jobs.c.callback_url)
+        .returning(jobs.c.id)
     )
-    finished = result.all()
-    for job_id, callback_url in finished:
-        if callback_url is not None:
-            await enqueue_terminal_event(conn, job_id, target, now)
-    return [job_id for job_id, _ in finished]
+    finished = list(result.scalars().all())
+    await enqueue_terminal_events(conn, finished, target, now)
+    return finished
 
 
 async def add_item_counts(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from longops.api.callback_urls import ensure_callback_url_allowed
 from longops.api.deps import Org, State
 from longops.api.errors import APIError
+from longops.api.limits import check_create_fields
 from longops.domain.requests import parse_requests
 from longops.domain.schemas import Batch, Item, Page
 from longops.domain.statuses import ItemStatus, JobStatus
@@ -30,7 +31,7 @@ class BatchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(description="provider name, e.g. anthropic or simulator")
+    provider: str = Field(max_length=32, description="provider name, e.g. anthropic or simulator")
     requests: list[Any] = Field(description='[{"custom_id", "params"}]; params is the provider request body')
     metadata: dict[str, Any] = Field(default_factory=dict)
     callback_url: str | None = None
@@ -47,10 +48,12 @@ async def create_batch(
     spec = state.providers.get(body.provider)
     if spec is None:
         raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
+    check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
     parsed = parse_requests(
         body.requests,
         accepts_openai_lines=spec.accepts_openai_lines,
         max_requests=state.settings.max_batch_requests,
+        max_depth=state.settings.max_json_depth,
     )
     await ensure_callback_url_allowed(body.callback_url, state.settings)
     new = job_store.NewBatch(

@@ -1,0 +1,147 @@
+"""Result ingestion through the real poller against the simulator: items/s and peak RSS.
+
+Workloads (results of about 1 KB each): one batch of 100,000 items, and 1,000 batches of 100
+items, on SQLite and on PostgreSQL. Batches are created and submitted first; then a fresh process
+runs only the poller until every batch has ended, so its peak RSS is the ingestion's own.
+
+    python bench/ingest.py                      # everything
+    python bench/ingest.py --backend sqlite --shape big --items 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from _common import database, peak_rss_mb, simulator_process
+
+from sqlalchemy import func, select
+
+from longops.domain.requests import BatchRequest
+from longops.engine.metrics import Metrics
+from longops.engine.poller import Poller
+from longops.engine.submitter import Submitter
+from longops.providers.registry import build_registry
+from longops.settings import Settings
+from longops.store.db import open_database
+from longops.store.jobs import NewBatch, create_batch
+from longops.store.migrate import upgrade_database
+from longops.store.tables import jobs
+
+PROMPT = "Summarize the following text in one paragraph. " + "lorem ipsum dolor sit amet " * 33
+
+
+def bench_settings(db_url: str, simulator_url: str) -> Settings:
+    return Settings(
+        database_url=db_url,
+        simulator_url=simulator_url,
+        poll_interval_seconds=0.05,
+        poll_jitter_seconds=0.0,
+        submit_interval_seconds=0.05,
+        provider_timeout_seconds=600,
+    )
+
+
+def requests(count: int) -> list[BatchRequest]:
+    return [
+        BatchRequest(
+            f"req-{i}",
+            json.dumps(
+                {"model": "claude-sim", "max_tokens": 512, "messages": [{"role": "user", "content": f"{i} {PROMPT}"}]}
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+async def prepare(settings: Settings, batches: int, per_batch: int) -> None:
+    db = open_database(settings.database_url)
+    await upgrade_database(db)
+    registry = build_registry(settings, settings.simulator_url)
+    submitter = Submitter(db, registry, settings, Metrics())
+    try:
+        for _ in range(batches):
+            await create_batch(db, NewBatch(org_id="default", provider="simulator", requests=requests(per_batch)))
+        while True:
+            await submitter.run_once()
+            async with db.read() as conn:
+                unsubmitted = await conn.scalar(
+                    select(func.count()).select_from(jobs).where(jobs.c.status == "created")
+                )
+            if not unsubmitted:
+                break
+    finally:
+        await registry.aclose()
+        await db.dispose()
+
+
+async def ingest(settings: Settings) -> dict[str, Any]:
+    """Run poll cycles until every batch has ended; return items, seconds and peak memory."""
+    db = open_database(settings.database_url)
+    registry = build_registry(settings, settings.simulator_url)
+    metrics = Metrics()
+    poller = Poller(db, registry, settings, metrics)
+    started = time.perf_counter()
+    try:
+        while True:
+            delay = await poller.run_once()
+            async with db.read() as conn:
+                running = await conn.scalar(select(func.count()).select_from(jobs).where(jobs.c.status == "running"))
+            if not running:
+                break
+            await asyncio.sleep(delay if delay > 0.05 else 0)
+        elapsed = time.perf_counter() - started
+        async with db.read() as conn:
+            items = await conn.scalar(select(func.sum(jobs.c.n_succeeded)))
+    finally:
+        await registry.aclose()
+        await db.dispose()
+    return {"items": int(items or 0), "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_case(backend: str, batches: int, per_batch: int) -> dict[str, Any]:
+    with database(backend) as db_url, simulator_process("--processing-seconds", "0") as sim:
+        settings = bench_settings(db_url, sim)
+        asyncio.run(prepare(settings, batches, per_batch))
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", db_url, sim],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    result.update(backend=backend, batches=batches, per_batch=per_batch)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--shape", choices=["big", "small", "both"], default="both")
+    parser.add_argument("--items", type=int, default=100_000, help="items in the big batch")
+    parser.add_argument("--child", nargs=2, metavar=("DATABASE_URL", "SIMULATOR_URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(ingest(bench_settings(*args.child)))))
+        return
+    shapes = {"big": [(1, args.items)], "small": [(1000, 100)], "both": [(1, args.items), (1000, 100)]}[args.shape]
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    print(f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}")
+    for backend in backends:
+        for batches, per_batch in shapes:
+            r = run_case(backend, batches, per_batch)
+            workload = f"{batches} x {per_batch}"
+            rate = r["items"] / r["seconds"]
+            print(
+                f"{backend:<10} {workload:<18} {r['items']:>8} {r['seconds']:>8.2f} {rate:>9.0f} {r['peak_rss_mb']:>12.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
