@@ -16,8 +16,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The benchmarks reuse the test suite's process and database helpers.
+from tests.support.harness import requests_for  # noqa: E402
+from tests.support.leadership import current_leader_pid, query, terms  # noqa: E402
 from tests.support.postgres import fresh_database, postgres_server  # noqa: E402
-from tests.support.processes import free_port  # noqa: E402
+from tests.support.processes import cluster, free_port, wait_for  # noqa: E402
+
+__all__ = ["cluster", "current_leader_pid", "query", "requests_for", "terms", "wait_for"]
 
 
 def peak_rss_mb() -> float:

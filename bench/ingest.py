@@ -18,8 +18,6 @@ import sys
 import time
 from typing import Any
 
-from _common import database, peak_rss_mb, simulator_process
-
 from sqlalchemy import func, select
 
 from longops.domain.requests import BatchRequest
@@ -32,6 +30,8 @@ from longops.store.db import open_database
 from longops.store.jobs import NewBatch, create_batch
 from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
+
+from _common import database, peak_rss_mb, simulator_process
 
 PROMPT = "Summarize the following text in one paragraph. " + "lorem ipsum dolor sit amet " * 33
 
@@ -52,7 +52,11 @@ def requests(count: int) -> list[BatchRequest]:
         BatchRequest(
             f"req-{i}",
             json.dumps(
-                {"model": "claude-sim", "max_tokens": 512, "messages": [{"role": "user", "content": f"{i} {PROMPT}"}]}
+                {
+                    "model": "claude-sim",
+                    "max_tokens": 512,
+                    "messages": [{"role": "user", "content": f"{i} {PROMPT}"}],
+                }
             ),
         )
         for i in range(count)
@@ -66,7 +70,9 @@ async def prepare(settings: Settings, batches: int, per_batch: int) -> None:
     submitter = Submitter(db, registry, settings, Metrics())
     try:
         for _ in range(batches):
-            await create_batch(db, NewBatch(org_id="default", provider="simulator", requests=requests(per_batch)))
+            await create_batch(
+                db, NewBatch(org_id="default", provider="simulator", requests=requests(per_batch))
+            )
         while True:
             await submitter.run_once()
             async with db.read() as conn:
@@ -91,7 +97,9 @@ async def ingest(settings: Settings) -> dict[str, Any]:
         while True:
             delay = await poller.run_once()
             async with db.read() as conn:
-                running = await conn.scalar(select(func.count()).select_from(jobs).where(jobs.c.status == "running"))
+                running = await conn.scalar(
+                    select(func.count()).select_from(jobs).where(jobs.c.status == "running")
+                )
             if not running:
                 break
             await asyncio.sleep(delay if delay > 0.05 else 0)
@@ -120,7 +128,9 @@ def run_case(backend: str, batches: int, per_batch: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--shape", choices=["big", "small", "both"], default="both")
     parser.add_argument("--items", type=int, default=100_000, help="items in the big batch")
@@ -129,7 +139,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(ingest(bench_settings(*args.child)))))
         return
-    shapes = {"big": [(1, args.items)], "small": [(1000, 100)], "both": [(1, args.items), (1000, 100)]}[args.shape]
+    shapes = {"big": [(1, args.items)], "small": [(1000, 100)], "both": [(1, args.items), (1000, 100)]}[
+        args.shape
+    ]
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}")
     for backend in backends:

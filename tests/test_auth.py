@@ -7,7 +7,6 @@ parameter not in :data:`PARAM_KINDS`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import os
@@ -30,8 +29,8 @@ from fastapi import FastAPI
 from longops.api.auth import AUTH_MESSAGE
 from longops.domain.ids import new_id
 from longops.store import api_keys
-from longops.store.db import open_database
 from tests.support.harness import requests_for
+from tests.support.keys import bearer, create_key_now
 from tests.support.noop_handlers import NOOP_JOB_TYPE
 from tests.support.processes import cluster, free_port, wait_for
 from tests.support.servers import RunningApp, app_in_loop, app_in_thread
@@ -46,10 +45,6 @@ PARAM_KINDS: dict[str, tuple[str, ...]] = {
 }
 ID_PREFIX = {"batch": "job", "job": "job", "file": "file"}
 CALLBACK_URL = "http://127.0.0.1:9/hook"  # never called: these tests run without the engine
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
@@ -315,19 +310,6 @@ def test_bearer_header_variants(make_settings: Any, database_url: str) -> None:
             two = httpx.Headers([("Authorization", f"Bearer {key}"), ("Authorization", f"Bearer {key}")])
             assert client.get("/v1/jobs", headers=two).status_code == 401
             assert client.get(f"/v1/jobs?api_key={key}").status_code == 401  # only the header counts
-
-
-def create_key_now(database_url: str, org: str) -> str:
-    """Create a key from a sync test (the app's own loop runs in another thread)."""
-
-    async def create() -> str:
-        db = open_database(database_url)
-        try:
-            return (await api_keys.create_key(db, org)).secret
-        finally:
-            await db.dispose()
-
-    return asyncio.run(create())
 
 
 # --- real processes: serve and the keys CLI -------------------------------------------------------------

@@ -112,7 +112,9 @@ async def test_handler_runs_to_completion_with_progress_and_result(settings: Set
         assert job["status"] == "pending" and job["attempts"] == 0 and job["progress"] is None
         assert job["input"] == {"gate": "complete"} and job["metadata"] == {"team": "a"}
 
-        running = await until(client, job["id"], lambda j: j["progress"] is not None, "the first progress report")
+        running = await until(
+            client, job["id"], lambda j: j["progress"] is not None, "the first progress report"
+        )
         assert running["status"] == "running" and running["attempts"] == 1
         assert running["started_at"] is not None and running["result"] is None
         assert running["progress"] == {"completed": 1, "total": 3, "message": "step 1"}
@@ -194,7 +196,9 @@ async def test_unknown_job_type_is_422_listing_the_known_ones(settings: Settings
         assert batch.status_code == 422 and "POST /v1/batches" in batch.json()["error"]["message"]
         extra = await client.post("/v1/jobs", json={"job_type": "echo", "priority": 1})
         assert extra.status_code == 422 and "priority" in extra.json()["error"]["message"]
-        ingest = await client.post("/v1/jobs", json={"job_type": "batch_ingest", "input": {"file_id": "file_x"}})
+        ingest = await client.post(
+            "/v1/jobs", json={"job_type": "batch_ingest", "input": {"file_id": "file_x"}}
+        )
         assert ingest.status_code == 422 and "input.provider" in ingest.json()["error"]["message"]
 
 
@@ -205,7 +209,9 @@ async def test_idempotency_key_replays_the_job(settings: Settings) -> None:
         again = await client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
         assert first.status_code == again.status_code == 201
         assert first.json()["id"] == again.json()["id"]
-        other = await client.post("/v1/jobs", json={**body, "input": {"n": 2}}, headers={"Idempotency-Key": "k1"})
+        other = await client.post(
+            "/v1/jobs", json={**body, "input": {"n": 2}}, headers={"Idempotency-Key": "k1"}
+        )
         assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
 
 
@@ -290,7 +296,9 @@ async def test_file_size_limit_is_its_own(make_settings: Callable[..., Settings]
 # -- retention ----------------------------------------------------------------------------------
 
 
-async def test_retention_prunes_only_what_is_older_than_the_window(settings: Settings, tmp_path: Path) -> None:
+async def test_retention_prunes_only_what_is_older_than_the_window(
+    settings: Settings, tmp_path: Path
+) -> None:
     settings = settings.model_copy(update={"retention_days": 7})
     old = utcnow() - timedelta(days=8)
     recent = utcnow() - timedelta(days=6)
@@ -310,7 +318,9 @@ async def test_retention_prunes_only_what_is_older_than_the_window(settings: Set
     db = open_database(settings.database_url)
     try:
         async with db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id.in_([old_batch, old_job])).values(completed_at=old))
+            await conn.execute(
+                update(jobs).where(jobs.c.id.in_([old_batch, old_job])).values(completed_at=old)
+            )
             await conn.execute(update(jobs).where(jobs.c.id == recent_job).values(completed_at=recent))
             await conn.execute(update(jobs).where(jobs.c.id == active_job).values(created_at=old))
             await conn.execute(update(files).where(files.c.id == old_file).values(created_at=old))
@@ -449,7 +459,9 @@ async def test_sigterm_lets_running_jobs_finish_within_the_grace_then_releases_t
             finishes = await create(client, "hold", {"dir": str(quick)})
             released = await create(client, "hold", {"dir": str(slow)})
             for marks in (quick, slow):
-                await wait_until(lambda m=marks: (m / f"started-1-{first.pid}").exists(), "both jobs to start")
+                await wait_until(
+                    lambda m=marks: (m / f"started-1-{first.pid}").exists(), "both jobs to start"
+                )
             first.send_signal(signal.SIGTERM)
             (quick / "release").touch()
             assert first.wait(30) == 0, group.log("engine-a")
@@ -488,7 +500,9 @@ async def test_per_type_concurrency_limit_holds_across_two_processes(
             # Two slots each: four could run at once if the limit of three were per process.
             engines = [group.start(f"engine-{n}", ENGINE, LONGOPS_WORKER_CONCURRENCY="2") for n in "ab"]
             for n in "ab":
-                await wait_until(lambda n=n: "engine running" in group.log(f"engine-{n}"), "the engines to start")
+                await wait_until(
+                    lambda n=n: "engine running" in group.log(f"engine-{n}"), "the engines to start"
+                )
             created = [await create(client, "limited", {"seconds": 0.4, "dir": str(marks)}) for _ in range(9)]
             for job in created:
                 assert (await until(client, job["id"], ended, "every job to end"))["status"] == "completed"

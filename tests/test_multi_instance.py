@@ -6,7 +6,6 @@ end), the simulator's own call counts (creates per batch) and the items themselv
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import signal
@@ -23,6 +22,7 @@ import pytest
 
 from longops.engine.leadership import LEADER_APPLICATION_NAME
 from tests.support.harness import requests_for
+from tests.support.leadership import current_leader_pid, query, terms
 from tests.support.postgres import fresh_database
 from tests.support.processes import Cluster, cluster, wait_for
 
@@ -40,37 +40,6 @@ ENGINE_ENV = {
 def pg_url(postgres_server_url: str) -> Iterator[str]:
     with fresh_database(postgres_server_url) as url:
         yield url
-
-
-def _dsn(url: str) -> str:
-    from longops.engine.leadership import asyncpg_dsn
-
-    return asyncpg_dsn(url)
-
-
-def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(_dsn(url))
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def terms(url: str) -> list[asyncpg.Record]:
-    return query(url, "SELECT term, instance, acquired_at, released_at FROM leader_terms ORDER BY term")
-
-
-def current_leader_pid(url: str) -> int | None:
-    try:
-        rows = query(
-            url, "SELECT instance FROM leader_terms WHERE released_at IS NULL ORDER BY term DESC LIMIT 1"
-        )
-    except asyncpg.UndefinedTableError:  # the engines have not migrated the database yet
-        return None
-    return int(rows[0]["instance"].split(":")[1]) if rows else None
 
 
 def assert_terms_never_overlap(rows: list[asyncpg.Record]) -> None:
@@ -157,11 +126,8 @@ def test_sigkill_leader_mid_ingest_fails_over_exactly_once(group: Cluster, pg_ur
     old = current_leader_pid(pg_url)
     assert old is not None
     engines[old].kill()
-    killed_at = time.time()
     new = wait_for(lambda: (pid := current_leader_pid(pg_url)) != old and pid, 30, "a new leader")
-    takeover = terms(pg_url)[-1]["acquired_at"].timestamp() - killed_at
-    assert takeover < 0.5 * 1.2 + 1.0 + 1.0, f"takeover took {takeover:.2f}s"
-    assert new in engines
+    assert new in engines  # how fast: bench/failover.py measures it (no wall-clock limits in tests)
     wait_for(lambda: all_completed(api, ids), 120, "all batches to complete after failover")
     assert_exactly_once(pg_url, simulator, api, ids)
 

@@ -649,6 +649,26 @@ async def test_the_event_is_written_by_the_terminal_transition_only(database_url
         assert all(r["occurred_at"] == now == r["next_attempt_at"] for r in rows)
 
 
+async def test_a_job_event_carries_the_job_object(
+    make_settings: Callable[..., Settings], receiver: Receiver
+) -> None:
+    settings = webhook_settings(make_settings)
+    async with migrated(settings.database_url) as db:
+        async with db.write() as conn:
+            await conn.execute(report_job("job_report", receiver.url))
+            error = {"type": "handler_error", "message": "boom"}
+            assert await finish_job(conn, "job_report", JobStatus.FAILED, utcnow(), error=error)
+        await WebhookDispatcher(db, settings).run_once()
+        async with db.read() as conn:
+            status = await conn.scalar(select(jobs.c.status).where(jobs.c.id == "job_report"))
+    [hit] = receiver.hits
+    payload = verify(hit.body, hit.headers, SECRET)
+    assert payload["type"] == "job.failed"
+    assert payload["data"]["object"] == "job" and payload["data"]["job_type"] == "report"
+    assert payload["data"]["status"] == "failed" and payload["data"]["error"] == error
+    assert status == "failed"
+
+
 async def test_concurrent_dispatchers_send_each_event_once(
     make_settings: Callable[..., Settings], receiver: Receiver
 ) -> None:

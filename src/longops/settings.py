@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     poll_max_backoff_seconds: float = Field(900.0, gt=0)
     submit_interval_seconds: float = Field(1.0, gt=0)
     provider_timeout_seconds: float = Field(60.0, gt=0)
+    provider_clock_skew_seconds: float = Field(5.0, ge=0)
     ingest_chunk_size: int = Field(1000, ge=1)
 
     anthropic_max_requests: int = Field(100_000, ge=1)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from longops._version import __version__
-from longops.api.auth import AuthMiddleware, OpenMode, is_loopback_host
+from longops.api.auth import AuthMiddleware, OpenMode, describe_bearer_auth, is_loopback_host
 from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
 from longops.api.errors import install_error_handlers
@@ -70,4 +70,5 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     )
     app.add_middleware(URLGuardMiddleware)
     app.add_middleware(AuthMiddleware)  # added last, so it runs first: no body is read before a 401
+    describe_bearer_auth(app)
     return app

@@ -25,8 +25,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from longops.api.errors import error_response
@@ -112,3 +113,28 @@ class AuthMiddleware:
             return
         scope[ORG_SCOPE_KEY] = org
         await self.app(scope, receive, send)
+
+
+def describe_bearer_auth(app: FastAPI) -> None:
+    """Declare the key in the app's OpenAPI description: every operation outside :data:`PUBLIC_PATHS`
+    requires it (what the middleware enforces), so generated clients and ``/docs`` know to send it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        schema = build()  # cached by FastAPI after the first call, with the changes below
+        if first:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a key from `longops keys create`",
+                }
+            }
+            for path, item in schema["paths"].items():
+                if path not in PUBLIC_PATHS:
+                    for operation in item.values():
+                        operation["security"] = [{"apiKey": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping
@@ -44,8 +44,6 @@ from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
-# Provider clocks and ours may disagree; a reconciliation window opens this much before our intent.
-CLOCK_SKEW = timedelta(minutes=2)
 PLAN_PER_CYCLE = 20
 SUBMIT_PER_CYCLE = 20
 
@@ -107,13 +105,31 @@ class Submitter:
         times out after PROVIDER_TIMEOUT_SECONDS, so reconciling before then could miss a batch that
         is still being created and send it twice.
         """
-        settle = timedelta(seconds=self._settings.provider_timeout_seconds) + CLOCK_SKEW / 4
-        return bool(pb["updated_at"] <= utcnow() - settle or pb["submit_outcome_unknown"])
+        settle = timedelta(
+            seconds=self._settings.provider_timeout_seconds + self._settings.provider_clock_skew_seconds
+        )
+        return bool(pb["submit_started_at"] <= utcnow() - settle or pb["submit_outcome_unknown"])
+
+    async def _window(self, provider: Provider, pb: RowMapping) -> tuple[datetime, datetime]:
+        """When the provider may have created this attempt's batch, by the provider's clock.
+
+        From the attempt (its intent is committed just before the call) until the call's timeout,
+        widened by the allowed clock skew (PROVIDER_CLOCK_SKEW_SECONDS), but never past the next
+        unresolved attempt: submissions are sequential, so a later attempt started only after this
+        one's call had returned or its process had died, and what the provider created after it
+        belongs to it. A provider clock running behind ours can still blur that boundary; then
+        two candidates match and reconciliation refuses to guess.
+        """
+        attempt: datetime = pb["submit_started_at"]
+        skew = timedelta(seconds=self._settings.provider_clock_skew_seconds)
+        end = attempt + timedelta(seconds=self._settings.provider_timeout_seconds) + skew
+        later = [at for _, at in await pbs.unresolved_attempts(self._db, provider.name) if at > attempt]
+        return attempt - skew, min([end, *later])
 
     async def _reconcile(self, provider: Provider, pb: RowMapping) -> bool | None:
         """Find out whether an earlier attempt created the batch. False: it did not (safe to send)."""
         now = utcnow()
-        since = pb["submit_started_at"] - CLOCK_SKEW
+        since, until = await self._window(provider, pb)
         try:
             recent = await provider.list_recent(since)
         except ProviderError as exc:
@@ -122,7 +138,9 @@ class Submitter:
                 self._db, pb["id"], now, now + self._retry_delay(pb), _error(exc)
             )
             return None
-        matching = [b for b in recent if b.request_count == pb["request_count"] and b.created_at >= since]
+        matching = [
+            b for b in recent if b.request_count == pb["request_count"] and since <= b.created_at < until
+        ]
         known = await pbs.known_provider_batch_ids(
             self._db, provider.name, [b.provider_batch_id for b in matching]
         )

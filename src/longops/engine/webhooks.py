@@ -71,7 +71,7 @@ class WebhookDispatcher:
         self._db = db
         self._settings = settings
         self._resolver = resolver
-        self._key = parse_secret(settings.webhook_secret) if settings.webhook_secret else None
+        self._key = _secret_key(settings.webhook_secret)
         if self._key is None:
             log.warning("LONGOPS_WEBHOOK_SECRET is not set: webhooks are sent unsigned")
         self._lease = timedelta(seconds=2 * settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
@@ -192,6 +192,15 @@ class WebhookDispatcher:
             return EventState.FAILED, None
         delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=MAX_BACKOFF_SECONDS)
         return EventState.PENDING, utcnow() + timedelta(seconds=min(delay, MAX_BACKOFF_SECONDS))
+
+
+def _secret_key(secret: str | None) -> bytes | None:
+    if not secret:
+        return None
+    try:
+        return parse_secret(secret)
+    except ValueError as exc:
+        raise ValueError(f"LONGOPS_WEBHOOK_SECRET: {exc}") from exc
 
 
 async def _body_start(response: httpx.Response) -> str:

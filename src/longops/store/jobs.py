@@ -128,7 +128,15 @@ async def _create_batch_once(db: Database, new: NewBatch) -> tuple[str, bool]:
         )
         for start in range(0, len(new.requests), INSERT_CHUNK):
             await _insert_items(conn, job_id, start, new.requests[start : start + INSERT_CHUNK], now)
+        await _refresh_statistics(conn, len(new.requests))
         return job_id, False
+
+
+async def _refresh_statistics(conn: AsyncConnection, inserted: int) -> None:
+    """On PostgreSQL, ANALYZE after a large insert rather than at autovacuum's next pass: while a
+    large table still looks empty to the planner, ingestion's per-item lookups plan sequential scans."""
+    if conn.dialect.name == "postgresql" and inserted >= ANALYZE_AFTER_ROWS:
+        await conn.execute(text("ANALYZE items"))
 
 
 async def _insert_items(
@@ -169,10 +177,10 @@ async def create_batch_streaming(
 
     Nothing is visible, to the API or to the submitter, before every chunk is stored: an exception
     from ``chunks`` (a bad line) or a repeated ``custom_id`` (:class:`DuplicateCustomId`) rolls the
-    whole batch back. Memory holds one chunk: uniqueness is checked against the rows already
-    written (one indexed query per chunk), not a set of every id. ``new.requests`` must be empty.
+    whole batch back. Memory holds one chunk. Uniqueness is the unique index's job: each chunk is
+    inserted under a savepoint, and only when the index refuses one is the duplicate looked for.
     With an ``idempotency_key`` already used, the earlier batch is returned and ``chunks`` is not read.
-    Returns (batch id, replayed).
+    ``new.requests`` must be empty. Returns (batch id, replayed).
     """
     assert not new.requests
     now = utcnow()
@@ -199,16 +207,22 @@ async def create_batch_streaming(
         )
         total = 0
         async for chunk in chunks:
-            await _check_unique(conn, job_id, total, chunk)
-            await _insert_items(conn, job_id, total, chunk, now)
+            try:
+                async with conn.begin_nested():
+                    await _insert_items(conn, job_id, total, chunk, now)
+            except IntegrityError:
+                await _raise_duplicate(conn, job_id, total, chunk)
+                raise
             total += len(chunk)
         await conn.execute(update(jobs).where(jobs.c.id == job_id).values(n_total=total))
+        await _refresh_statistics(conn, total)
         return job_id, False
 
 
-async def _check_unique(
+async def _raise_duplicate(
     conn: AsyncConnection, job_id: str, start: int, chunk: Sequence[BatchRequest]
 ) -> None:
+    """Raise :class:`DuplicateCustomId` for the first request of ``chunk`` whose id is already taken."""
     ids = [request.custom_id for request in chunk]
     stored = set(
         (

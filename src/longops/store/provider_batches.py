@@ -159,7 +159,11 @@ async def request_params(db: Database, pb: RowMapping) -> list[tuple[str, str]]:
 
 
 async def mark_submit_started(db: Database, pb_id: str, now: datetime) -> bool:
-    """Record the intent to send, before the provider is called (CAS: still created, not yet known)."""
+    """Record the intent to send, before the provider is called (CAS: still created, not yet known).
+
+    ``submit_started_at`` is the time of the latest attempt: an earlier attempt was either proven
+    not to have created anything or reconciled as such before this one was allowed.
+    """
     async with db.write() as conn:
         result = await conn.execute(
             update(provider_batches)
@@ -169,7 +173,7 @@ async def mark_submit_started(db: Database, pb_id: str, now: datetime) -> bool:
                 provider_batches.c.provider_batch_id.is_(None),
             )
             .values(
-                submit_started_at=func.coalesce(provider_batches.c.submit_started_at, now),
+                submit_started_at=now,
                 submit_attempts=provider_batches.c.submit_attempts + 1,
                 submit_outcome_unknown=0,
                 updated_at=now,
@@ -200,6 +204,20 @@ async def record_outcome_unknown(
             .where(provider_batches.c.id == pb_id, provider_batches.c.status == ProviderBatchStatus.CREATED)
             .values(submit_outcome_unknown=1, next_action_at=retry_at, error=error, updated_at=now)
         )
+
+
+async def unresolved_attempts(db: Database, provider: str) -> list[tuple[str, datetime]]:
+    """(provider batch id, attempt time) of every submission whose outcome is still unknown."""
+    async with db.read() as conn:
+        rows = await conn.execute(
+            select(provider_batches.c.id, provider_batches.c.submit_started_at).where(
+                provider_batches.c.provider == provider,
+                provider_batches.c.status == ProviderBatchStatus.CREATED,
+                provider_batches.c.provider_batch_id.is_(None),
+                provider_batches.c.submit_started_at.is_not(None),
+            )
+        )
+        return [(pb_id, started) for pb_id, started in rows]
 
 
 async def known_provider_batch_ids(db: Database, provider: str, candidates: Sequence[str]) -> set[str]:
