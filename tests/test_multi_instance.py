@@ -33,6 +33,9 @@ ENGINE_ENV = {
     "LONGOPS_LEADER_RETRY_SECONDS": "0.5",
     "LONGOPS_ANTHROPIC_MAX_REQUESTS": "2",
     "LONGOPS_LOG_LEVEL": "INFO",
+    # A create cut off by a kill is reconciled once it can no longer be in flight (timeout + skew).
+    "LONGOPS_PROVIDER_TIMEOUT_SECONDS": "5",
+    "LONGOPS_PROVIDER_CLOCK_SKEW_SECONDS": "0.5",
 }
 
 
@@ -93,19 +96,30 @@ def group(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
         yield running
 
 
-def test_three_engines_one_leader_all_work_once(group: Cluster, pg_url: str) -> None:
+def leader_gauge(url: str) -> float:
+    metrics = httpx.get(url + "/metrics").text
+    (line,) = [line for line in metrics.splitlines() if line.startswith("longops_leader ")]
+    return float(line.split()[1])
+
+
+def test_three_instances_one_leader_all_work_once(group: Cluster, pg_url: str) -> None:
     simulator = group.start_simulator("--processing-seconds", "1")
-    api = group.start_server("api", "--no-engine")
-    engines = [group.start(f"engine{i}", "engine") for i in range(3)]
+    servers = {group.start_server(f"serve{i}"): group.processes[-1] for i in range(3)}
+    wait_for(lambda: current_leader_pid(pg_url), 30, "a leader")
+    api = next(iter(servers))
     ids = create_batches(api, count=12, size=5)
     wait_for(lambda: all_completed(api, ids), 90, "all batches to complete")
-    assert all(engine.alive() for engine in engines)
+    assert all(process.alive() for process in servers.values())
     rows = terms(pg_url)
     assert len(rows) == 1, "one election, no churn"
     leader_pid = current_leader_pid(pg_url)
-    assert leader_pid in {engine.pid for engine in engines}
-    pollers = [e for e in engines if "poll cycle:" in e.log()]
-    assert [e.pid for e in pollers] == [leader_pid], "only the leader polls"
+    roles = {process.pid: httpx.get(url + "/readyz").json()["role"] for url, process in servers.items()}
+    assert sorted(roles.values()) == ["leader", "standby", "standby"]
+    assert roles[leader_pid] == "leader"
+    gauges = {process.pid: leader_gauge(url) for url, process in servers.items()}
+    assert gauges == {pid: (1.0 if pid == leader_pid else 0.0) for pid in gauges}
+    pollers = [p.pid for p in servers.values() if "poll cycle:" in p.log()]
+    assert pollers == [leader_pid], "only the leader polls"
     assert_exactly_once(pg_url, simulator, api, ids)
 
 
@@ -141,7 +155,9 @@ def test_terminated_leader_connection_steps_down_without_overlap(group: Cluster,
     old = current_leader_pid(pg_url)
     terminated = query(
         pg_url,
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1",
+        "SELECT pg_terminate_backend(a.pid) AS ok FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+        "WHERE a.application_name = $1 AND a.datname = current_database() "
+        "AND l.locktype = 'advisory' AND l.granted",
         LEADER_APPLICATION_NAME,
     )
     assert [row["ok"] for row in terminated] == [True]
