@@ -51,6 +51,13 @@ def database(backend: str) -> Iterator[str]:
 @contextlib.contextmanager
 def simulator_process(*args: str) -> Iterator[str]:
     """``longops simulator`` in its own process (its CPU and memory are not ours), state on disk."""
+    with simulator_process_pid(*args) as (url, _pid):
+        yield url
+
+
+@contextlib.contextmanager
+def simulator_process_pid(*args: str) -> Iterator[tuple[str, int]]:
+    """:func:`simulator_process`, also yielding the process id (to attach a profiler)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="longops-sim-") as state:
         process = subprocess.Popen(
@@ -69,7 +76,72 @@ def simulator_process(*args: str) -> Iterator[str]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            yield url
+            yield url, process.pid
         finally:
             process.kill()
             process.wait()
+
+
+def py_spy() -> str:
+    """The ``py-spy`` executable beside this interpreter (a profiling tool, not a runtime dependency:
+    ``pip install py-spy``)."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    return str(exe)
+
+
+def profile_command(out: Path, *command: str) -> list[str]:
+    """``command`` run under ``py-spy record`` writing collapsed stacks (raw) to ``out``."""
+    return [py_spy(), "record", "--nolineno", "--format", "raw", "--rate", "250", "-o", str(out), "--", *command]
+
+
+@contextlib.contextmanager
+def profiling_pid(pid: int, out: Path) -> Iterator[None]:
+    """Sample a running process with py-spy (collapsed stacks to ``out``) for the duration of the block."""
+    spy = subprocess.Popen(
+        [py_spy(), "record", "--nolineno", "--format", "raw", "--rate", "250", "-o", str(out), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # let it attach
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from a py-spy raw (collapsed stacks) file."""
+    from collections import Counter
+
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        if frames and frames[0].startswith("thread "):
+            frames = frames[1:]
+        total += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return f"{path.name}: no samples"
+    lines = [f"{path.name}: {total} samples", "  self%  function"]
+    lines += [f"  {100 * n / total:5.1f}  {frame}" for frame, n in own.most_common(top)]
+    lines += ["  incl%  function"]
+    lines += [f"  {100 * n / total:5.1f}  {frame}" for frame, n in inclusive.most_common(top)]
+    return "\n".join(lines)

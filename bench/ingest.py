@@ -6,16 +6,19 @@ runs only the poller until every batch has ended, so its peak RSS is the ingesti
 
     python bench/ingest.py                      # everything
     python bench/ingest.py --backend sqlite --shape big --items 20000
+    python bench/ingest.py --backend postgres --shape big --profile /tmp/prof   # py-spy both processes
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -31,7 +34,14 @@ from longops.store.jobs import NewBatch, create_batch
 from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
 
-from _common import database, peak_rss_mb, simulator_process
+from _common import (
+    database,
+    peak_rss_mb,
+    profile_command,
+    profiling_pid,
+    simulator_process_pid,
+    summarize_profile,
+)
 
 PROMPT = "Summarize the following text in one paragraph. " + "lorem ipsum dolor sit amet " * 33
 
@@ -112,17 +122,20 @@ async def ingest(settings: Settings) -> dict[str, Any]:
     return {"items": int(items or 0), "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_case(backend: str, batches: int, per_batch: int) -> dict[str, Any]:
-    with database(backend) as db_url, simulator_process("--processing-seconds", "0") as sim:
+def run_case(backend: str, batches: int, per_batch: int, profile: Path | None = None) -> dict[str, Any]:
+    with database(backend) as db_url, simulator_process_pid("--processing-seconds", "0") as (sim, sim_pid):
         settings = bench_settings(db_url, sim)
         asyncio.run(prepare(settings, batches, per_batch))
-        child = subprocess.run(
-            [sys.executable, __file__, "--child", db_url, sim],
-            capture_output=True,
-            text=True,
-            check=True,
+        command = [sys.executable, __file__, "--child", db_url, sim]
+        with contextlib.ExitStack() as stack:
+            if profile is not None:
+                name = f"{backend}-{batches}x{per_batch}"
+                command = profile_command(profile / f"poller-{name}.txt", *command)
+                stack.enter_context(profiling_pid(sim_pid, profile / f"simulator-{name}.txt"))
+            child = subprocess.run(command, capture_output=True, text=True, check=True)
+        result: dict[str, Any] = json.loads(
+            next(line for line in reversed(child.stdout.splitlines()) if line.startswith("{"))
         )
-        result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
     result.update(backend=backend, batches=batches, per_batch=per_batch)
     return result
 
@@ -134,8 +147,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--shape", choices=["big", "small", "both"], default="both")
     parser.add_argument("--items", type=int, default=100_000, help="items in the big batch")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="record both processes with py-spy; summaries printed"
+    )
     parser.add_argument("--child", nargs=2, metavar=("DATABASE_URL", "SIMULATOR_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.child:
         print(json.dumps(asyncio.run(ingest(bench_settings(*args.child)))))
         return
@@ -146,13 +164,16 @@ def main() -> None:
     print(f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}")
     for backend in backends:
         for batches, per_batch in shapes:
-            r = run_case(backend, batches, per_batch)
+            r = run_case(backend, batches, per_batch, args.profile)
             workload = f"{batches} x {per_batch}"
             rate = r["items"] / r["seconds"]
             print(
                 f"{backend:<10} {workload:<18} {r['items']:>8} {r['seconds']:>8.2f} {rate:>9.0f} {r['peak_rss_mb']:>12.1f}",
                 flush=True,
             )
+            if args.profile is not None:
+                for role in ("poller", "simulator"):
+                    print(summarize_profile(args.profile / f"{role}-{backend}-{batches}x{per_batch}.txt"))
 
 
 if __name__ == "__main__":

@@ -83,9 +83,10 @@ async def hold(ctx: JobContext, input: Any) -> Any:
     """Announces itself, then waits for a ``release`` file."""
     marks = Path(input["dir"])
     (marks / f"started-{ctx.attempt}-{os.getpid()}").touch()
-    while not (marks / "release").exists():
+    while True:  # polled: the release comes from another process
+        if (marks / "release").exists():
+            return {"attempt": ctx.attempt, "pid": os.getpid()}
         await asyncio.sleep(0.02)
-    return {"attempt": ctx.attempt, "pid": os.getpid()}
 
 
 @handler("limited", max_attempts=1, concurrency=3)

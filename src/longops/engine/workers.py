@@ -136,6 +136,8 @@ class Workers:
     async def run_once(self) -> float:
         async with self._lock:
             await self._round()
+        if self._draining and not self._running and not self._ended:
+            return self._settings.worker_poll_seconds  # drained: the runner's own sleep ends at its stop()
         delay = self._next_deadline() - asyncio.get_running_loop().time()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
