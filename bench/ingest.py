@@ -2,7 +2,8 @@
 
 Workloads (results of about 1 KB each): one batch of 100,000 items, and 1,000 batches of 100
 items, on SQLite and on PostgreSQL. Batches are created and submitted first; then a fresh process
-runs only the poller until every batch has ended, so its peak RSS is the ingestion's own.
+runs only the poller until every batch has ended, so its peak RSS is the ingestion's own. The
+poller writes through a database view fenced by a leadership term, as the engine's leader does.
 
     python bench/ingest.py                      # everything
     python bench/ingest.py --backend sqlite --shape big --items 20000
@@ -33,6 +34,8 @@ from longops.store.db import open_database
 from longops.store.jobs import NewBatch, create_batch
 from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
+from longops.store.terms import begin_term, term_fence
+from longops.store.types import utcnow
 
 from _common import (
     database,
@@ -101,7 +104,9 @@ async def ingest(settings: Settings) -> dict[str, Any]:
     db = open_database(settings.database_url)
     registry = build_registry(settings, settings.simulator_url)
     metrics = Metrics()
-    poller = Poller(db, registry, settings, metrics)
+    # As the engine's leader does: every write transaction first checks the leadership term.
+    term = await begin_term(db, "bench", "bench-ingest", utcnow())
+    poller = Poller(db.fenced(term_fence(term)), registry, settings, metrics)
     started = time.perf_counter()
     try:
         while True:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,10 @@ from sqlalchemy import select, update
 
 from longops.engine.retention import ITEM_CHUNK, PRUNE_INTERVAL_SECONDS, Pruner
 from longops.settings import Settings
+from longops.store import job_queue as queue
+from longops.store import jobs as job_store
 from longops.store.db import open_database
+from longops.store.migrate import upgrade_database
 from longops.store.tables import files, items, jobs
 from longops.store.types import utcnow
 from longops.store.webhook_tables import webhook_events
@@ -107,7 +110,8 @@ def gate(name: str) -> asyncio.Event:
 async def test_handler_runs_to_completion_with_progress_and_result(settings: Settings) -> None:
     release = gate("complete")
     async with api(settings) as client:
-        job = await create(client, "stepper", {"gate": "complete"}, metadata={"team": "a"})
+        hook = "http://127.0.0.1:9/hook"
+        job = await create(client, "stepper", {"gate": "complete"}, metadata={"team": "a"}, callback_url=hook)
         assert job["object"] == "job" and job["job_type"] == "stepper"
         assert job["status"] == "pending" and job["attempts"] == 0 and job["progress"] is None
         assert job["input"] == {"gate": "complete"} and job["metadata"] == {"team": "a"}
@@ -129,6 +133,14 @@ async def test_handler_runs_to_completion_with_progress_and_result(settings: Set
 
         listed = (await client.get("/v1/jobs", params={"job_type": "stepper"})).json()
         assert [j["id"] for j in listed["data"]] == [job["id"]]
+
+    db = open_database(settings.database_url)
+    try:
+        async with db.read() as conn:
+            events = (await conn.execute(select(webhook_events.c.job_id, webhook_events.c.type))).all()
+        assert [tuple(event) for event in events] == [(job["id"], "job.completed")], "the outbox has it"
+    finally:
+        await db.dispose()
 
 
 async def test_cancel_running_job_ends_cancelled_and_finished_job_cancel_is_409(settings: Settings) -> None:
@@ -213,6 +225,91 @@ async def test_idempotency_key_replays_the_job(settings: Settings) -> None:
             "/v1/jobs", json={**body, "input": {"n": 2}}, headers={"Idempotency-Key": "k1"}
         )
         assert other.status_code == 409 and other.json()["error"]["type"] == "idempotency_conflict"
+
+
+# -- the queue itself: fencing, limits, reaping -----------------------------------------------------
+
+
+async def test_leases_fence_out_stale_attempts_limits_hold_and_the_reaper_ends_abandoned_jobs(
+    database_url: str,
+) -> None:
+    db = open_database(database_url)
+    await upgrade_database(db)
+    lease = timedelta(seconds=30)
+
+    async def new(job_type: str, max_attempts: int = 2) -> str:
+        job = queue.NewJob(
+            org_id="o", job_type=job_type, input=None, max_attempts=max_attempts, timeout_seconds=60
+        )
+        return str((await queue.create_job(db, job))[0]["id"])
+
+    async def claim(owner: str, now: datetime, slots: int = 10) -> list[queue.Claimed]:
+        async with db.write() as conn:
+            return await queue.claim_jobs(
+                conn, owner=owner, now=now, lease=lease, slots=slots, limits={"a": None, "b": 2}
+            )
+
+    async def job(job_id: str) -> Any:
+        async with db.read() as conn:
+            return (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().one()
+
+    try:
+        limited = [await new("b") for _ in range(3)]
+        now = utcnow()
+        first = await claim("w1", now, slots=1)
+        assert [c.id for c in first] == limited[:1]
+        second = await claim("w2", now)
+        assert [c.id for c in second] == limited[1:2], "the limit of 2 counts w1's live lease"
+        assert await claim("w3", now) == []
+        done = queue.Outcome(queue.Held(limited[1], 1), queue.OutcomeKind.COMPLETED, result={"by": "w2"})
+        async with db.write() as conn:
+            assert await queue.record_outcomes(conn, "w2", [done], now) == {limited[1]: "completed"}
+
+        # w1's lease expires; w3 claims its job again, and w1 can no longer write anything about it.
+        later = now + lease + timedelta(seconds=1)
+        retaken = await claim("w3", later)
+        assert sorted((c.id, c.attempt) for c in retaken) == [(limited[0], 2), (limited[2], 1)]
+        stale = queue.Outcome(queue.Held(limited[0], 1), queue.OutcomeKind.COMPLETED, result={"by": "w1"})
+        current = queue.Outcome(queue.Held(limited[0], 2), queue.OutcomeKind.COMPLETED, result={"by": "w3"})
+        async with db.write() as conn:
+            assert await queue.renew_leases(conn, "w1", [stale.held], later, lease) == {}
+            assert await queue.record_outcomes(conn, "w1", [stale], later) == {}
+            assert await queue.record_outcomes(conn, "w3", [current], later) == {limited[0]: "completed"}
+        assert (await job(limited[0]))["result"] == {"by": "w3"}
+
+        # A job whose worker died on its last attempt fails with max_attempts once its lease is over;
+        # a job waiting for its retry whose cancel is requested ends cancelled.
+        exhausted, waiting = await new("a", max_attempts=1), await new("a")
+        claimed = {c.id: c for c in await claim("w4", later)}
+        retry = queue.Outcome(
+            queue.Held(waiting, claimed[waiting].attempt),
+            queue.OutcomeKind.RETRY,
+            error={"type": "ValueError", "message": "boom"},
+            retry_at=later + timedelta(hours=1),
+        )
+        async with db.write() as conn:
+            assert await queue.record_outcomes(conn, "w4", [retry], later) == {waiting: "retry"}
+        await job_store.cancel_job(db, "o", waiting)
+        async with db.write() as conn:
+            assert await queue.reap(conn, later) == {"cancelled": 1, "failed": 0}, "the lease is still live"
+            assert await queue.reap(conn, later + lease + timedelta(seconds=1)) == {
+                "cancelled": 0,
+                "failed": 1,
+            }
+        ended, cancelled = await job(exhausted), await job(waiting)
+        assert (ended["status"], ended["stop_reason"], ended["error"]["type"]) == (
+            "failed",
+            "max_attempts",
+            "lease_expired",
+        )
+        assert (cancelled["status"], cancelled["stop_reason"], cancelled["error"]) == (
+            "cancelled",
+            "cancelled",
+            None,
+        )
+        assert ended["lease_owner"] is None and ended["due_at"] is None
+    finally:
+        await db.dispose()
 
 
 # -- files and the batch_ingest job -------------------------------------------------------------

@@ -17,6 +17,7 @@ from longops.client import (
     ValidationError,
     WaitTimeout,
 )
+from longops.handlers import Cancelled, HandlerLoadError, JobContext, PermanentError, handler
 
 __all__ = [
     "APIConnectionError",
@@ -25,13 +26,18 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "Cancelled",
     "Client",
     "ConflictError",
+    "HandlerLoadError",
     "InternalServerError",
+    "JobContext",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermanentError",
     "RateLimitError",
     "ValidationError",
     "WaitTimeout",
     "__version__",
+    "handler",
 ]

@@ -32,9 +32,10 @@ What the workers guarantee (``longops.engine.workers`` enforces it):
   job ends ``failed`` with stop reason ``timeout`` (running it again would spend the time again).
 * **Cancellation is cooperative.** ``POST /v1/jobs/{id}/cancel`` on a running job sets
   ``ctx.cancelled`` at the handler's next heartbeat (every third of ``JOB_LEASE_SECONDS``) or
-  progress report; the handler should stop (raise :class:`Cancelled`, or return). A job whose cancel
-  was requested ends ``cancelled`` however its handler ends. A handler that ignores the request is
-  cancelled (``asyncio`` cancellation) one lease period later.
+  progress write (at most every half second while it reports); the handler should stop (raise
+  :class:`Cancelled`, or return). A job whose cancel was requested ends ``cancelled`` however its
+  handler ends. A handler that ignores the request is cancelled (``asyncio`` cancellation) one
+  lease period later.
 * **Concurrency.** ``concurrency=N`` caps the jobs of this type running at once across all
   instances; each instance also caps all its jobs at ``WORKER_CONCURRENCY``.
 * Handlers share the engine's event loop: never block it (use ``asyncio.to_thread`` for blocking

@@ -11,11 +11,12 @@ import uvicorn
 from longops.api.app import create_app
 from longops.api.auth import DEFAULT_ORG, is_loopback_host
 from longops.engine.engine import Engine
-from longops.engine.leadership import EngineAlreadyRunning
+from longops.engine.leadership import EngineAlreadyRunning, SQLiteLeadership
 from longops.engine.metrics import Metrics
+from longops.handlers import HandlerLoadError
 from longops.settings import Settings
 from longops.store.api_keys import any_key_exists
-from longops.store.db import open_database
+from longops.store.db import open_database, sqlite_path
 from longops.store.migrate import upgrade_database
 
 log = logging.getLogger("longops")
@@ -38,7 +39,12 @@ def serve(
     port = port if port is not None else settings.port
     settings = settings.model_copy(update={"host": host, "port": port})  # the app decides open mode by it
     _check_access(settings)
-    app = create_app(settings, run_engine=run_engine)
+    if run_engine:
+        _check_engine_slot(settings)
+    try:
+        app = create_app(settings, run_engine=run_engine)
+    except HandlerLoadError as exc:
+        raise StartupError(str(exc)) from exc
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
     server = uvicorn.Server(config)
     log.info("longops serving on http://%s:%d (engine: %s)", host, port, "on" if run_engine else "off")
@@ -48,6 +54,23 @@ def serve(
         raise StartupError(str(exc)) from exc
     if server.started is False and not server.should_exit:
         raise StartupError("the server did not start; see the log above")
+
+
+def _check_engine_slot(settings: Settings) -> None:
+    """On SQLite, say in one line, before anything listens, that another engine holds the file.
+
+    The engine takes the guard for real when it starts; this early probe only turns the common
+    mistake into a clear message instead of a failed application startup.
+    """
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        return
+    probe = SQLiteLeadership(path)
+    try:
+        asyncio.run(probe.try_acquire())
+    except EngineAlreadyRunning as exc:
+        raise StartupError(str(exc)) from exc
+    asyncio.run(probe.release())
 
 
 def _check_access(settings: Settings) -> None:
@@ -98,7 +121,7 @@ def run_engine(settings: Settings) -> None:
     configure_logging(settings.log_level)
     try:
         asyncio.run(_engine_main(settings))
-    except EngineAlreadyRunning as exc:
+    except (EngineAlreadyRunning, HandlerLoadError) as exc:
         raise StartupError(str(exc)) from exc
 
 

@@ -93,6 +93,7 @@ class _Reader:
     handle: IO[bytes]
     accepts_openai_lines: bool
     max_requests: int
+    max_depth: int
     line: int = 0
     requests: int = 0
     bytes_read: int = 0
@@ -113,7 +114,9 @@ class _Reader:
             self.line += 1
             self.bytes_read += len(raw)
             size += len(raw)
-            request = parse_request_line(raw, self.line, accepts_openai_lines=self.accepts_openai_lines)
+            request = parse_request_line(
+                raw, self.line, accepts_openai_lines=self.accepts_openai_lines, max_depth=self.max_depth
+            )
             if request is None:
                 continue
             if self.requests + len(chunk) >= self.max_requests:
@@ -160,7 +163,12 @@ class BatchIngest:
             request_hash=ctx.job_id,
         )
         with path.open("rb") as handle:
-            reader = _Reader(handle, spec.provider.accepts_openai_lines, self._settings.max_batch_requests)
+            reader = _Reader(
+                handle,
+                spec.provider.accepts_openai_lines,
+                self._settings.max_batch_requests,
+                self._settings.max_json_depth,
+            )
             try:
                 batch_id, _replayed = await create_batch_streaming(
                     self._db, new, self._chunks(ctx, reader, row["bytes"])

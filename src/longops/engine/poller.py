@@ -7,15 +7,22 @@ Invariants:
 * Only the provider's ``ended`` (or ``failed``) ends a provider batch; intermediate states such as
   ``canceling`` keep it running.
 * Results are streamed and written in chunks, each chunk its own transaction and idempotent, and only
-  when the whole stream has been read is the provider batch marked completed. A stream cut midway
-  leaves it running; the next cycle streams again and writes only what is still missing.
+  when the whole stream has been read is the provider batch marked completed (in the transaction of
+  the last chunk). A stream cut midway leaves it running; the next cycle streams again and writes
+  only what is still missing.
+* Reading overlaps writing: while one chunk is written, the next is read and parsed. Chunks are
+  still written one at a time and in stream order, and memory stays bounded: per ingesting batch,
+  the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
+  most ``INGEST_CHUNK_SIZE`` results and about ``_CHUNK_BYTES`` of response text.
 * One cycle costs a constant number of statements for the batches that did not end: one query for
-  the due batches and one executemany for their bookkeeping.
+  the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
+  transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,12 +39,17 @@ from longops.providers.base import Provider, ProviderBatchInfo, ProviderError, P
 from longops.providers.registry import ProviderRegistry
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
-from longops.store.db import Database
+from longops.store.db import Database, defer_commit_flush
 from longops.store.items import close_items, ingest_results
 from longops.store.transitions import finalize_batch_if_done
 from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
+
+# Results read ahead of the chunk being written, and the response text a chunk may hold (a chunk is
+# cut at INGEST_CHUNK_SIZE results or at this many characters, whichever comes first).
+_READ_AHEAD = 1
+_CHUNK_BYTES = 8 * 1024 * 1024
 
 MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
 
@@ -156,21 +168,62 @@ class Poller:
         )
 
     async def _ingest(self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo) -> int:
-        """Stream every result into items, then close the provider batch. Returns items written."""
+        """Stream every result into items, then close the provider batch. Returns items written.
+
+        A reader task fills a queue of at most ``_READ_AHEAD`` chunks while this task writes them in
+        order; the last chunk is written in the transaction that completes the provider batch. A
+        broken stream reaches this task through the queue, after the chunks read before it.
+        """
+        queue: asyncio.Queue[_Chunk | BaseException] = asyncio.Queue(maxsize=_READ_AHEAD)
+        reader = asyncio.create_task(self._read(provider, pb, info, queue))
         written = 0
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.last:
+                    return written + await self._complete(pb, info.processing_status, item.results)
+                written += await self._write_chunk(pb["job_id"], item.results)
+        finally:
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read(
+        self,
+        provider: Provider,
+        pb: RowMapping,
+        info: ProviderBatchInfo,
+        queue: asyncio.Queue[_Chunk | BaseException],
+    ) -> None:
+        max_items = self._settings.ingest_chunk_size
         chunk: list[ProviderResult] = []
-        async for result in provider.results(pb["provider_batch_id"]):
-            chunk.append(result)
-            if len(chunk) >= self._settings.ingest_chunk_size:
-                written += await self._write_chunk(pb["job_id"], chunk)
-                chunk = []
-        if chunk:
-            written += await self._write_chunk(pb["job_id"], chunk)
-        await self._complete(pb, info.processing_status)
-        return written
+        size = 0
+        stream = provider.results(pb["provider_batch_id"], results_url=info.results_url)
+        try:
+            async for result in stream:
+                chunk.append(result)
+                size += len(result.response_json) if result.response_json is not None else 100
+                if len(chunk) >= max_items or size >= _CHUNK_BYTES:
+                    await queue.put(_Chunk(chunk, last=False))
+                    chunk, size = [], 0
+        except Exception as exc:  # a broken stream: the writer raises it after the chunks before it
+            await queue.put(exc)
+            return
+        finally:
+            aclose = getattr(stream, "aclose", None)  # an async generator: close the connection now
+            if aclose is not None:
+                await aclose()
+        await queue.put(_Chunk(chunk, last=True))
 
     async def _write_chunk(self, job_id: str, chunk: list[ProviderResult]) -> int:
+        """One intermediate chunk. Its commit does not wait for the disk: a chunk lost in a database
+        crash is read and written again, since its provider batch is not completed before the
+        synchronous transaction of :meth:`_complete`, which makes every chunk before it durable."""
         async with self._db.write() as conn:
+            await defer_commit_flush(conn)
             changed = await ingest_results(conn, job_id, chunk, utcnow())
         return sum(changed.values())
 
@@ -187,12 +240,21 @@ class Poller:
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
 
-    async def _complete(self, pb: RowMapping, processing_status: str) -> None:
-        """Mark the provider batch completed; items the provider returned nothing for are errored."""
+    async def _complete(self, pb: RowMapping, processing_status: str, last: list[ProviderResult]) -> int:
+        """Write the stream's last chunk and mark the provider batch completed, in one transaction;
+        items the provider returned nothing for are errored. Returns items written from ``last``."""
         now = utcnow()
         async with self._db.write() as conn:
+            changed = await ingest_results(conn, pb["job_id"], last, now)
             if await pbs.complete_provider_batch(conn, pb["id"], processing_status, now):
                 await close_items(
                     conn, pb["job_id"], to=ItemStatus.ERRORED, error=MISSING_RESULT, now=now, pb_id=pb["id"]
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
+        return sum(changed.values())
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    results: list[ProviderResult]
+    last: bool  # the stream has ended after these

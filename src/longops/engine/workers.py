@@ -4,7 +4,8 @@ One :class:`Workers` loop per engine. A round, in order:
 
 1. every third of ``JOB_LEASE_SECONDS``: renew the leases of all running attempts in one statement,
    and learn which jobs were asked to cancel (``ctx.cancelled``) and which leases were lost;
-2. at most every :data:`PROGRESS_SECONDS`: write the latest progress reports, in one statement;
+2. at most every :data:`PROGRESS_SECONDS`: write the latest progress reports, in one statement
+   that also reads the cancel requests of the jobs reporting;
 3. in one write transaction: write the outcomes of the attempts that ended (in bulk), then claim
    due jobs for the free local slots (``WORKER_CONCURRENCY`` minus running attempts), each type
    within its concurrency limit (``store/job_queue.py``). It claims when an attempt ended, when the
@@ -124,10 +125,6 @@ class Workers:
         self._want_claim = True
         self._next_claim = self._next_heartbeat = self._next_progress = self._next_reap = 0.0
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     def wake(self) -> None:
         """Look for due jobs now (a job was just created)."""
         self._want_claim = True
@@ -245,7 +242,6 @@ class Workers:
             held = await queue.renew_leases(
                 conn, self._owner, [a.held for a in attempts], utcnow(), self._lease
             )
-        now = asyncio.get_running_loop().time()
         for attempt in attempts:
             if attempt.claimed.id not in held:
                 log.warning(
@@ -254,26 +250,33 @@ class Workers:
                     attempt.claimed.attempt,
                 )
                 attempt.stop(None)
-            elif held[attempt.claimed.id]:
-                attempt.ctx.state.cancel_requested = True
-                if attempt.cancel_seen_at is None:
-                    attempt.cancel_seen_at = now
-                elif now - attempt.cancel_seen_at >= self._lease.total_seconds():
-                    log.warning(
-                        "job %s ignored its cancellation for a lease period: cancelling it",
-                        attempt.claimed.id,
-                    )
-                    attempt.stop(queue.OutcomeKind.CANCELLED)
+        self._note_cancels(attempts, held)
+
+    def _note_cancels(self, attempts: list[_Attempt], cancel_requested: Mapping[str, bool]) -> None:
+        """Tell handlers whose job was asked to cancel; cancel those that ignored it for a lease period."""
+        now = asyncio.get_running_loop().time()
+        for attempt in attempts:
+            if not cancel_requested.get(attempt.claimed.id):
+                continue
+            attempt.ctx.state.cancel_requested = True
+            if attempt.cancel_seen_at is None:
+                attempt.cancel_seen_at = now
+            elif now - attempt.cancel_seen_at >= self._lease.total_seconds():
+                log.warning(
+                    "job %s ignored its cancellation for a lease period: cancelling it", attempt.claimed.id
+                )
+                attempt.stop(queue.OutcomeKind.CANCELLED)
 
     async def _write_progress(self) -> None:
         dirty = [a for a in self._running.values() if a.ctx.state.progress_dirty and a.ctx.state.progress]
         versions = {a.claimed.id: a.ctx.state.progress_version for a in dirty}
         reports = {a.held: dict(a.ctx.state.progress or {}) for a in dirty}
         async with self._db.write() as conn:
-            await queue.write_progress(conn, self._owner, reports, utcnow())
+            cancel_requested = await queue.write_progress(conn, self._owner, reports, utcnow())
         for attempt in dirty:
             if attempt.ctx.state.progress_version == versions[attempt.claimed.id]:
                 attempt.ctx.state.progress_dirty = False
+        self._note_cancels(dirty, cancel_requested)
 
     # -- one attempt ----------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class ProviderBatchInfo:
     request_count: int
     created_at: datetime
     error: str | None = None
+    results_url: str | None = None  # where an ended batch's results are read (if the provider says)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,11 @@ class Provider(Protocol):
 
     async def cancel(self, provider_batch_id: str) -> ProviderBatchInfo: ...
 
-    def results(self, provider_batch_id: str) -> AsyncIterator[ProviderResult]:
-        """Stream the results of an ended batch, one item at a time, with bounded memory."""
+    def results(
+        self, provider_batch_id: str, *, results_url: str | None = None
+    ) -> AsyncIterator[ProviderResult]:
+        """Stream the results of an ended batch, one item at a time, with bounded memory.
+        ``results_url`` is the :attr:`ProviderBatchInfo.results_url` of a retrieve, when known."""
         ...
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:

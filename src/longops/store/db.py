@@ -106,6 +106,19 @@ class Database:
         await self.engine.dispose()
 
 
+async def defer_commit_flush(conn: AsyncConnection) -> None:
+    """Let this transaction's COMMIT return before its WAL is flushed to disk (PostgreSQL only).
+
+    For transactions whose loss in a database crash is harmless because they are redone anyway:
+    the poller's intermediate ingest chunks, which are idempotent and re-read from the provider
+    until the synchronous transaction that completes the provider batch. WAL is flushed in order,
+    so once that one has committed, every chunk before it is durable too. SQLite (WAL mode,
+    ``synchronous=NORMAL``) never waits for a flush at commit.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
 def open_database(url: str, *, pool_size: int = 10) -> Database:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":

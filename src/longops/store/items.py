@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from longops.domain.statuses import FINAL_ITEM_STATUSES, ItemStatus
 from longops.providers.base import ProviderResult
 from longops.store.db import Database
-from longops.store.tables import items
+from longops.store.tables import item_status_in, items
 from longops.store.transitions import add_item_counts
 from longops.store.views import result_line
 
@@ -139,7 +139,7 @@ async def _ingest_portable(
             select(items.c.custom_id).where(
                 items.c.job_id == job_id,
                 items.c.custom_id.in_(list(by_custom_id)),
-                items.c.status.in_(OPEN_ITEM_STATUSES),
+                item_status_in(OPEN_ITEM_STATUSES),
             )
         )
     ).scalars()
@@ -183,8 +183,11 @@ async def close_items(
     from_statuses: Sequence[ItemStatus] = OPEN_ITEM_STATUSES,
     pb_id: str | None = None,
 ) -> int:
-    """Give items still in ``from_statuses`` the final status ``to`` and count them on the job."""
-    query = update(items).where(items.c.job_id == job_id, items.c.status.in_(from_statuses))
+    """Give items still in ``from_statuses`` the final status ``to`` and count them on the job.
+
+    The job's open items are found through ``ix_items_job_id_seq_open`` (``from_statuses`` are open
+    statuses), so a provider batch that ends with every result written costs an index probe."""
+    query = update(items).where(items.c.job_id == job_id, item_status_in(from_statuses))
     if pb_id is not None:
         query = query.where(items.c.provider_batch_id == pb_id)
     result = await conn.execute(query.values(status=to, error=error, updated_at=now))

@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Row,
+    RowMapping,
     Select,
     and_,
     case,
@@ -87,8 +88,9 @@ class NewJob:
     request_hash: str | None = None
 
 
-async def create_job(db: Database, new: NewJob) -> tuple[str, bool]:
-    """Store a new ``pending`` job, due now. Returns (job id, replayed) as ``create_batch`` does."""
+async def create_job(db: Database, new: NewJob) -> tuple[RowMapping, bool]:
+    """Store a new ``pending`` job, due now. Returns (its row as committed, replayed); with an
+    ``Idempotency-Key`` used before, the earlier job's row as it is now."""
     for attempt in range(2):
         try:
             return await _create_job_once(db, new)
@@ -99,12 +101,12 @@ async def create_job(db: Database, new: NewJob) -> tuple[str, bool]:
     raise AssertionError("unreachable")
 
 
-async def _create_job_once(db: Database, new: NewJob) -> tuple[str, bool]:
+async def _create_job_once(db: Database, new: NewJob) -> tuple[RowMapping, bool]:
     now = utcnow()
     async with db.write() as conn:
         existing = await idempotent_match(conn, new, now)
         if existing is not None:
-            return existing, True
+            return (await conn.execute(select(jobs).where(jobs.c.id == existing))).mappings().one(), True
         job_id = new_id("job")
         await conn.execute(
             insert(jobs).values(
@@ -124,7 +126,7 @@ async def _create_job_once(db: Database, new: NewJob) -> tuple[str, bool]:
                 updated_at=now,
             )
         )
-        return job_id, False
+        return (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().one(), False
 
 
 @dataclass(frozen=True)
@@ -292,11 +294,12 @@ async def renew_leases(
 
 async def write_progress(
     conn: AsyncConnection, owner: str, reports: Mapping[Held, dict[str, Any]], now: datetime
-) -> None:
-    """Store the latest progress report of each attempt that still holds its job."""
+) -> dict[str, bool]:
+    """Store the latest progress report of each attempt that still holds its job; returns
+    {job id: cancel requested} for those (as :func:`renew_leases` does)."""
     if not reports:
-        return
-    await conn.execute(
+        return {}
+    rows = await conn.execute(
         update(jobs)
         .where(*_owned(owner, list(reports)))
         .values(
@@ -307,7 +310,9 @@ async def write_progress(
             ),
             updated_at=now,
         )
+        .returning(jobs.c.id, jobs.c.cancel_requested_at)
     )
+    return {job_id: cancel_at is not None for job_id, cancel_at in rows}
 
 
 class OutcomeKind(StrEnum):

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from longops.domain.ids import new_id
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus
 from longops.store.db import Database
-from longops.store.tables import items, jobs, provider_batches
+from longops.store.tables import item_status_in, items, jobs, provider_batches
 from longops.store.views import LLM_BATCH
 
 
@@ -152,7 +152,11 @@ async def request_params(db: Database, pb: RowMapping) -> list[tuple[str, str]]:
     async with db.read() as conn:
         rows = await conn.execute(
             select(items.c.custom_id, items.c.params)
-            .where(items.c.job_id == pb["job_id"], items.c.provider_batch_id == pb["id"])
+            .where(
+                items.c.job_id == pb["job_id"],
+                items.c.seq.between(pb["first_seq"], pb["last_seq"]),
+                items.c.provider_batch_id == pb["id"],
+            )
             .order_by(items.c.seq)
         )
         return [(custom_id, params) for custom_id, params in rows]
@@ -262,13 +266,18 @@ async def record_submitted(
             error=None,
             updated_at=now,
         )
+        .returning(provider_batches.c.first_seq, provider_batches.c.last_seq)
     )
-    if stored.rowcount != 1:
+    seqs = stored.first()
+    if seqs is None:
         return False
     await conn.execute(
         update(items)
         .where(
-            items.c.job_id == job_id, items.c.provider_batch_id == pb_id, items.c.status == ItemStatus.PENDING
+            items.c.job_id == job_id,
+            items.c.seq.between(seqs.first_seq, seqs.last_seq),  # ix_items_job_id_seq_open
+            item_status_in((ItemStatus.PENDING,)),
+            items.c.provider_batch_id == pb_id,
         )
         .values(status=ItemStatus.RUNNING, attempts=items.c.attempts + 1, updated_at=now)
     )

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from longops.domain.outcome import RequestCounts, batch_outcome
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus, StopReason, allowed_from
 from longops.store.events import enqueue_terminal_events
-from longops.store.tables import items, jobs, provider_batches
+from longops.store.tables import item_status_in, items, jobs, provider_batches
 
 # A terminal job holds no lease and is never due again (see store/job_queue.py).
 LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "due_at": None}
@@ -133,39 +133,44 @@ async def add_item_counts(
         await conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=now, **values))
 
 
+def _count(table: Any, *where: ColumnElement[bool]) -> Any:
+    return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+
 async def finalize_batch_if_done(conn: AsyncConnection, job_id: str, now: datetime) -> JobStatus | None:
     """End a batch whose provider batches have all ended; return its new status, or None if not done.
 
-    The job row is locked first: provider batches of one job may complete in concurrent
+    The job row is locked (and read) first: provider batches of one job may complete in concurrent
     transactions, and without the lock each could see the other still running and neither would
-    end the batch. With it, the later one waits, then sees the earlier one's commit.
+    end the batch. With it, the later one waits, then sees the earlier one's commit in the next
+    statement, which counts open and failed provider batches and looks for open items at once.
+    Three statements when the batch ends (lock, counts, the CAS with its events), two otherwise.
     """
-    await conn.execute(select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
-    open_pbs = await conn.scalar(
-        select(func.count())
-        .select_from(provider_batches)
-        .where(
-            provider_batches.c.job_id == job_id,
-            provider_batches.c.status.in_((ProviderBatchStatus.CREATED, ProviderBatchStatus.RUNNING)),
-        )
-    )
-    if open_pbs:
-        return None
-    job = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().one()
+    job = (await conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update())).mappings().one()
     if JobStatus(job["status"]).is_terminal:
         return None
-    open_items = await conn.scalar(
-        select(func.count())
-        .select_from(items)
-        .where(items.c.job_id == job_id, items.c.status.in_((ItemStatus.PENDING, ItemStatus.RUNNING)))
-    )
-    if open_items:
+    # A new statement, so a new snapshot (READ COMMITTED) taken after the lock above was granted.
+    open_pbs, failed_pbs, open_items = (
+        await conn.execute(
+            select(
+                _count(
+                    provider_batches,
+                    provider_batches.c.job_id == job_id,
+                    provider_batches.c.status.in_((ProviderBatchStatus.CREATED, ProviderBatchStatus.RUNNING)),
+                ),
+                _count(
+                    provider_batches,
+                    provider_batches.c.job_id == job_id,
+                    provider_batches.c.status == ProviderBatchStatus.FAILED,
+                ),
+                select(literal(1))
+                .where(items.c.job_id == job_id, item_status_in((ItemStatus.PENDING, ItemStatus.RUNNING)))
+                .exists(),
+            )
+        )
+    ).one()
+    if open_pbs or open_items:
         return None
-    failed_pbs = await conn.scalar(
-        select(func.count())
-        .select_from(provider_batches)
-        .where(provider_batches.c.job_id == job_id, provider_batches.c.status == ProviderBatchStatus.FAILED)
-    )
     counts = RequestCounts(
         total=job["n_total"],
         succeeded=job["n_succeeded"],

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from longops.api.callback_urls import ensure_callback_url_allowed
 from longops.api.deps import Org, State
 from longops.api.errors import APIError
+from longops.api.limits import check_create_fields
 from longops.domain.schemas import Job, Page
 from longops.domain.statuses import JobStatus
 from longops.engine import ingest
@@ -44,6 +45,9 @@ async def create_job(
     known = job_types()
     if body.job_type == LLM_BATCH:
         raise APIError(422, "validation_error", "job_type: llm_batch jobs are created with POST /v1/batches")
+    check_create_fields(
+        state.settings, metadata=body.metadata, callback_url=body.callback_url, input=body.input
+    )
     options = known.get(body.job_type)
     if options is None:
         raise APIError(
@@ -56,6 +60,7 @@ async def create_job(
             spec = await ingest.check_input(state.db, state.providers, org, body.input)
         except ingest.IngestInputError as exc:
             raise APIError(422, "validation_error", str(exc)) from None
+        check_create_fields(state.settings, metadata=spec.metadata, callback_url=spec.callback_url)
         await ensure_callback_url_allowed(spec.callback_url, state.settings)
     await ensure_callback_url_allowed(body.callback_url, state.settings)
     new = job_queue.NewJob(
@@ -69,11 +74,10 @@ async def create_job(
         idempotency_key=idempotency_key,
         request_hash=hashlib.sha256(await request.body()).hexdigest() if idempotency_key else None,
     )
-    job_id, _replayed = await job_queue.create_job(state.db, new)
+    row, _replayed = await job_queue.create_job(state.db, new)
     if state.engine is not None:
         state.engine.wake()
-    async with state.db.read() as conn:
-        return job_view(await job_store.get_job_row(conn, org, job_id))
+    return job_view(row)
 
 
 @router.get("", response_model=Page[Job])
