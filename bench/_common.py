@@ -21,8 +21,19 @@ from tests.support.harness import requests_for  # noqa: E402
 from tests.support.leadership import current_leader_pid, query, terms  # noqa: E402
 from tests.support.postgres import fresh_database, postgres_server  # noqa: E402
 from tests.support.processes import cluster, free_port, wait_for  # noqa: E402
+from tests.support.servers import app_in_loop  # noqa: E402
+from tests.support.statements import StatementCounter  # noqa: E402
 
-__all__ = ["cluster", "current_leader_pid", "query", "requests_for", "terms", "wait_for"]
+__all__ = [
+    "StatementCounter",
+    "app_in_loop",
+    "cluster",
+    "current_leader_pid",
+    "query",
+    "requests_for",
+    "terms",
+    "wait_for",
+]
 
 
 def peak_rss_mb() -> float:
@@ -56,10 +67,12 @@ def simulator_process(*args: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def simulator_process_pid(*args: str) -> Iterator[tuple[str, int]]:
-    """:func:`simulator_process`, also yielding the process id (to attach a profiler)."""
+def simulator_process_pid(*args: str, state_dir: str | None = None) -> Iterator[tuple[str, int]]:
+    """:func:`simulator_process`, also yielding the process id (to attach a profiler). ``state_dir``:
+    start from batches already stored there (see ``SimulatorState``), instead of an empty one."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="longops-sim-") as state:
+    with contextlib.ExitStack() as stack:
+        state = state_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="longops-sim-"))
         process = subprocess.Popen(
             [sys.executable, "-m", "longops", "simulator", "--port", str(port), "--state-dir", state, *args],
             stdout=subprocess.DEVNULL,
@@ -93,14 +106,38 @@ def py_spy() -> str:
 
 def profile_command(out: Path, *command: str) -> list[str]:
     """``command`` run under ``py-spy record`` writing collapsed stacks (raw) to ``out``."""
-    return [py_spy(), "record", "--nolineno", "--format", "raw", "--rate", "250", "-o", str(out), "--", *command]
+    return [
+        py_spy(),
+        "record",
+        "--nolineno",
+        "--format",
+        "raw",
+        "--rate",
+        "250",
+        "-o",
+        str(out),
+        "--",
+        *command,
+    ]
 
 
 @contextlib.contextmanager
 def profiling_pid(pid: int, out: Path) -> Iterator[None]:
     """Sample a running process with py-spy (collapsed stacks to ``out``) for the duration of the block."""
     spy = subprocess.Popen(
-        [py_spy(), "record", "--nolineno", "--format", "raw", "--rate", "250", "-o", str(out), "--pid", str(pid)],
+        [
+            py_spy(),
+            "record",
+            "--nolineno",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "-o",
+            str(out),
+            "--pid",
+            str(pid),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

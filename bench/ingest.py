@@ -166,14 +166,28 @@ def main() -> None:
         args.shape
     ]
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    print(f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}")
+    print(
+        f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}"
+        f" {'ms/batch':>9} {'overhead ms/batch':>18}"
+    )
     for backend in backends:
+        per_item: float | None = None  # seconds per item of the big batch, to isolate per-batch costs
         for batches, per_batch in shapes:
             r = run_case(backend, batches, per_batch, args.profile)
             workload = f"{batches} x {per_batch}"
             rate = r["items"] / r["seconds"]
+            per_batch_ms = 1000 * r["seconds"] / batches
+            if batches == 1:
+                per_item = r["seconds"] / max(r["items"], 1)
+            # What a small batch costs beyond its items (at the big batch's cost per item).
+            overhead = (
+                ""
+                if per_item is None or batches == 1
+                else f"{per_batch_ms - 1000 * per_item * per_batch:.2f}"
+            )
             print(
-                f"{backend:<10} {workload:<18} {r['items']:>8} {r['seconds']:>8.2f} {rate:>9.0f} {r['peak_rss_mb']:>12.1f}",
+                f"{backend:<10} {workload:<18} {r['items']:>8} {r['seconds']:>8.2f} {rate:>9.0f} {r['peak_rss_mb']:>12.1f}"
+                f" {per_batch_ms:>9.2f} {overhead:>18}",
                 flush=True,
             )
             if args.profile is not None:

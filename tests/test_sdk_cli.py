@@ -300,11 +300,25 @@ def test_retries_stop_after_max_retries(stand_in: StandIn) -> None:
     assert len(stand_in.received) == 2
 
 
-def test_job_create_is_not_resent_after_an_unknown_outcome(stand_in: StandIn) -> None:
-    # /v1/jobs takes no idempotency key: a resend after a dropped connection could create a second job.
-    stand_in.on("POST", "/v1/jobs", DROP, Reply(201, job()))
+def test_job_create_reuses_one_idempotency_key_across_retries(stand_in: StandIn) -> None:
+    # An unknown outcome (the connection dropped after the request was sent) is resent with the same
+    # key, so the server answers with the job it may already have created.
+    stand_in.on("POST", "/v1/jobs", DROP, Reply(201, job()), Reply(201, job(id="job_10")))
+    with longops.Client(stand_in.url, max_retries=2) as client:
+        created = client.jobs.create(job_type="ingest_report", input={"path": "r.csv"})
+        client.jobs.create(job_type="ingest_report", input={"path": "r.csv"}, idempotency_key="mine")
+    assert created.id == "job_9"
+    first, resent, other = stand_in.calls("POST", "/v1/jobs")
+    assert first.headers["idempotency-key"] == resent.headers["idempotency-key"] != ""
+    assert first.body == resent.body == {"job_type": "ingest_report", "input": {"path": "r.csv"}}
+    assert other.headers["idempotency-key"] == "mine"
+
+
+def test_redeliver_is_not_resent_after_an_unknown_outcome(stand_in: StandIn) -> None:
+    # Each redelivery queues the event once more: a resend could deliver it an extra time.
+    stand_in.on("POST", "/v1/batches/job_1/deliveries/redeliver", DROP)
     with longops.Client(stand_in.url, max_retries=2) as client, pytest.raises(longops.APIConnectionError):
-        client.jobs.create(job_type="ingest_report", input={"path": "r.csv"})
+        client.batches.redeliver("job_1")
     assert len(stand_in.received) == 1
 
 

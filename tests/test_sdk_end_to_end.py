@@ -1,14 +1,33 @@
-"""The whole path a user takes: SDK → API → engine → bundled simulator → results (both backends)."""
+"""The whole path a user takes: SDK → API → engine → bundled simulator → results (both backends).
+
+Webhooks go to ``Receiver``, a real HTTP server on a loopback port (hence ``webhook_allow_private``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import longops
+from longops.cli import app as cli_app
+from longops.client import IngestError
+from longops.domain.schemas import Job
 from tests.support.harness import requests_for
-from tests.support.servers import app_in_thread
+from tests.support.noop_handlers import NOOP_JOB_TYPE
+from tests.support.servers import app_in_loop, app_in_thread
+
+NOOP_HANDLERS = "tests.support.noop_handlers"
 
 
 def test_batch_with_one_errored_item_completes(make_settings: Any) -> None:
@@ -67,3 +86,194 @@ def test_sdk_errors_carry_status_and_type(make_settings: Any) -> None:
             client.batches.create(provider="simulator", requests=[{"custom_id": "bad id", "params": {}}])
         assert "custom_id" in invalid.value.message
         assert client.batches.list().data == []
+
+
+# --- files, batch_ingest, jobs, deliveries --------------------------------------------------------
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
+    """One JSON value a line; a ``str`` is written as is (a line that is not valid JSON)."""
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def file_settings(make_settings: Any, tmp_path: Path, **overrides: Any) -> Any:
+    values = {"files_dir": str(tmp_path / "files"), "worker_poll_seconds": 0.1, "handlers": NOOP_HANDLERS}
+    return make_settings(**(values | overrides))
+
+
+def test_create_from_file_reaches_completed(make_settings: Any, tmp_path: Path) -> None:
+    source = write_jsonl(
+        tmp_path / "batch.jsonl", requests_for("alpha", "beta", "[sim:error] gamma", "delta", "epsilon")
+    )
+    size = source.stat().st_size
+    sent: list[int] = []
+    polls: list[Job] = []
+    with (
+        app_in_thread(file_settings(make_settings, tmp_path)) as app,
+        longops.Client(base_url=app.url) as client,
+    ):
+        uploaded = client.files.upload(source, filename="named.jsonl")
+        assert (uploaded.object, uploaded.filename, uploaded.bytes) == ("file", "named.jsonl", size)
+        assert uploaded.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert client.files.retrieve(uploaded.id) == uploaded
+
+        batch = client.batches.create_from_file(
+            source,
+            provider="simulator",
+            metadata={"team": "search"},
+            poll_interval=0.05,
+            timeout=30,
+            on_progress=polls.append,
+            on_upload_progress=sent.append,
+        )
+        assert sent[-1] == size
+        ingest = polls[-1]
+        assert ingest.job_type == "batch_ingest" and ingest.status == "completed"
+        assert ingest.result["batch_id"] == batch.id and ingest.result["requests"] == 5
+        assert ingest.progress is not None and ingest.progress.completed == ingest.progress.total == size
+        assert batch.metadata == {"team": "search"} and batch.request_counts.total == 5
+
+        done = client.batches.wait(batch.id, timeout=30, poll_interval=0.05)
+        assert done.status == "completed"
+        counts = done.request_counts
+        assert (counts.total, counts.succeeded, counts.errored, counts.processing) == (5, 4, 1, 0)
+        assert [line.custom_id for line in client.batches.results(batch.id)] == [f"r{i}" for i in range(5)]
+
+
+def test_create_from_file_with_a_bad_line_names_it_and_creates_nothing(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    good = requests_for("alpha", "beta")
+    source = write_jsonl(tmp_path / "bad.jsonl", [*good, {"custom_id": "r2"}, *requests_for("delta")])
+    with (
+        app_in_thread(file_settings(make_settings, tmp_path)) as app,
+        longops.Client(base_url=app.url) as client,
+    ):
+        with pytest.raises(IngestError) as caught:
+            client.batches.create_from_file(source, provider="simulator", poll_interval=0.05, timeout=30)
+        error = caught.value
+        assert isinstance(error, longops.APIError)
+        assert error.line == 3 and error.type == "validation_error"
+        assert error.message.startswith("line 3 ") and "params" in error.message
+        assert error.job.status == "failed" and error.job.job_type == "batch_ingest"
+        assert client.batches.list().data == []
+
+        job = client.batches.create_from_file(source, provider="simulator", wait_for_ingest=False)
+        assert job.job_type == "batch_ingest" and job.status in ("pending", "running")
+        ended = client.jobs.wait(job.id, timeout=30, poll_interval=0.05)
+        assert ended.status == "failed" and ended.error is not None and "line 3" in ended.error.message
+
+
+def test_job_create_is_idempotent(make_settings: Any, tmp_path: Path) -> None:
+    with (
+        app_in_thread(file_settings(make_settings, tmp_path)) as app,
+        longops.Client(base_url=app.url) as client,
+    ):
+        first = client.jobs.create(job_type=NOOP_JOB_TYPE, input={"n": 1}, idempotency_key="nightly-1")
+        again = client.jobs.create(job_type=NOOP_JOB_TYPE, input={"n": 1}, idempotency_key="nightly-1")
+        other = client.jobs.create(job_type=NOOP_JOB_TYPE, input={"n": 1})
+        assert again.id == first.id and other.id != first.id
+        with pytest.raises(longops.ConflictError) as conflict:
+            client.jobs.create(job_type=NOOP_JOB_TYPE, input={"n": 2}, idempotency_key="nightly-1")
+        assert conflict.value.type == "idempotency_conflict"
+        assert client.jobs.wait(first.id, timeout=30, poll_interval=0.05).result == {"n": 1}
+        assert [j.id for j in client.jobs.list(job_type=NOOP_JOB_TYPE).data] == [other.id, first.id]
+
+
+class Receiver:
+    """A loopback webhook receiver answering the scripted statuses in order, then the last one."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.hits: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                receiver.hits.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    @contextmanager
+    def running(self) -> Iterator[Receiver]:
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            thread.join(timeout=5)
+
+
+async def test_async_client_ingests_a_file_and_lists_deliveries(make_settings: Any, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "batch.jsonl", requests_for("alpha", "beta"))
+    settings = file_settings(
+        make_settings, tmp_path, webhook_allow_private=True, webhook_backoff_seconds=0.05
+    )
+    with Receiver(500, 200).running() as receiver:
+        async with app_in_loop(settings) as app, longops.AsyncClient(base_url=app.url) as client:
+            batch = await client.batches.create_from_file(
+                source, provider="simulator", callback_url=receiver.url, poll_interval=0.05, timeout=30
+            )
+            assert batch.callback_url == receiver.url
+            assert (await client.batches.wait(batch.id, timeout=30, poll_interval=0.05)).status == "completed"
+
+            deadline = time.monotonic() + 20
+            while len(attempts := await client.batches.deliveries(batch.id)) < 2:
+                assert time.monotonic() < deadline, f"deliveries so far: {attempts}"
+                await asyncio.sleep(0.05)
+            assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
+            assert attempts[0].error and attempts[1].error is None
+            assert await client.jobs.deliveries(batch.id) == attempts
+
+            event = await client.batches.redeliver(batch.id)
+            assert (event.object, event.type) == ("webhook_event", "batch.completed")
+            while len(attempts := await client.jobs.deliveries(batch.id)) < 3:
+                assert time.monotonic() < deadline, f"deliveries so far: {attempts}"
+                await asyncio.sleep(0.05)
+            assert attempts[2].status_code == 200
+            with pytest.raises(longops.NotFoundError):
+                await client.jobs.redeliver("job_doesnotexist")
+    assert [hit["data"]["id"] for hit in receiver.hits] == [batch.id] * 3
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_submit_uploads_and_waits(make_settings: Any, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "batch.jsonl", requests_for("alpha", "[sim:error] beta", "gamma"))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*requests_for("alpha", "beta"), '{"custom_id": "r2", '])
+    output = tmp_path / "out.jsonl"
+    runner = CliRunner()
+    with app_in_thread(file_settings(make_settings, tmp_path)) as app:
+        base = ["--server-url", app.url, "submit", "--provider", "simulator", "--upload-threshold", "0"]
+        result = runner.invoke(cli_app, [*base, str(source), "--wait", "--output", str(output)])
+        assert result.exit_code == 0, result.output
+        batch_id = result.stdout.strip()
+        assert batch_id.startswith("job_") and result.stdout == f"{batch_id}\n"
+        lines = [json.loads(line) for line in output.read_text().splitlines()]
+        assert [(line["custom_id"], line["status"]) for line in lines] == [
+            ("r0", "succeeded"),
+            ("r1", "errored"),
+            ("r2", "succeeded"),
+        ]
+        assert "wrote 3 results" in result.stderr and "completed" in result.stderr
+
+        failed = runner.invoke(cli_app, [*base, str(bad)])
+        assert failed.exit_code == 1 and failed.stdout == ""
+        (error,) = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+        assert error.startswith(f"error: {bad} line 3: is not valid JSON")
+        assert failed.stderr.endswith(error + "\n"), "the error is the last line, after the bar"
+        with longops.Client(base_url=app.url) as client:
+            assert [b.id for b in client.batches.list().data] == [batch_id]

@@ -21,11 +21,19 @@ import pydantic
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Column, Table
 from rich.text import Text
 
-from longops.client import APIConnectionError, APIError, Client, NotFoundError, WaitTimeout
+from longops.client import APIConnectionError, APIError, Client, IngestError, NotFoundError, WaitTimeout
 from longops.domain.requests import BatchValidationError, parse_requests
 from longops.domain.schemas import Batch, ErrorDetail, Job
 from longops.domain.statuses import JobStatus
@@ -274,18 +282,35 @@ def submit(
         Path | None, typer.Option(help="With --wait: write the results (NDJSON) to this file.")
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="With --wait: stop waiting after this many seconds.")
+        float,
+        typer.Option(help="Seconds to wait for an uploaded file's ingestion, and with --wait for the batch."),
     ] = 172_800,
+    upload_threshold: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Files larger than this many MiB are uploaded and checked by the server (0: always).",
+        ),
+    ] = 16,
 ) -> None:
-    """Submit a batch and print its id. With --wait, exit 1 unless it ends completed."""
+    """Submit a batch and print its id. With --wait, exit 1 unless it ends completed.
+
+    A small file is checked here, line by line, and sent in one request. A larger one is uploaded as
+    is (streamed) and the server ingests it, showing progress; a bad line is reported the same way.
+    """
     if output is not None and not wait:
         _fail("--output needs --wait (or use `longops results ID --output FILE` later)")
-    requests = _read_requests(file)
     extra = _json_object(metadata, "--metadata") if metadata is not None else None
+    size = _file_size(file)
+    upload = upload_threshold == 0 or size > upload_threshold * 1024 * 1024
+    requests = None if upload else _read_requests(file)
     with _client(ctx) as client:
-        batch = client.batches.create(
-            provider=provider, requests=requests, metadata=extra, callback_url=callback_url
-        )
+        if requests is None:
+            batch = _ingest_with_progress(client, file, size, provider, extra, callback_url, timeout)
+        else:
+            batch = client.batches.create(
+                provider=provider, requests=requests, metadata=extra, callback_url=callback_url
+            )
         typer.echo(batch.id)
         if not wait:
             return
@@ -382,6 +407,78 @@ def cancel(ctx: typer.Context, id: Annotated[str, typer.Argument(help="A batch o
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+def _file_size(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    if path.is_dir():
+        _fail(f"cannot read {path}: Is a directory")
+    if size == 0:
+        _fail(f"{path} has no requests")
+    return size
+
+
+def _ingest_with_progress(
+    client: Client,
+    path: Path,
+    size: int,
+    provider: str,
+    metadata: dict[str, Any] | None,
+    callback_url: str | None,
+    timeout: float,
+) -> Batch:
+    """Upload ``path`` and wait while the server ingests it, with one bar of bytes for both steps on
+    stderr. The first bad line ends the command with the server's message, naming the line."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    seen: list[Job] = []
+    failure, code = "", 1
+    with Progress(*columns, console=_console(stderr=True)) as progress:
+        task = progress.add_task(f"uploading {path.name}", total=size)
+
+        def show(job: Job) -> None:
+            if not seen:
+                progress.reset(task)  # from the upload's bytes to the ingestion's
+            seen.append(job)
+            report = job.progress
+            progress.update(
+                task,
+                description=f"ingest {job.id} {job.status}",
+                total=report.total if report is not None and report.total else size,
+                completed=report.completed if report is not None else 0,
+            )
+
+        try:
+            return client.batches.create_from_file(
+                path,
+                provider=provider,
+                metadata=metadata,
+                callback_url=callback_url,
+                timeout=timeout,
+                on_progress=show,
+                on_upload_progress=lambda sent: progress.update(task, completed=sent),
+            )
+        except IngestError as exc:  # reported below, once the bar has been drawn for the last time
+            where = f"{path} {exc.message}" if exc.line is not None else f"{path}: {exc.message}"
+            failure = f"{where} (batch_ingest job {exc.job.id})"
+        except WaitTimeout as exc:
+            failure = f"{exc}; check later with `longops status {exc.last.id}`"
+        except KeyboardInterrupt:
+            code = 130
+            if seen:
+                job_id = seen[-1].id
+                failure = f"stopped waiting; ingest job {job_id} keeps running (`longops status {job_id}`)"
+            else:
+                failure = "stopped while uploading; no batch was created"
+    _fail(failure, code)
 
 
 def _read_requests(path: Path) -> list[dict[str, Any]]:

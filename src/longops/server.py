@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib.util
 import logging
 import signal
+import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -26,6 +30,37 @@ class StartupError(RuntimeError):
     """The process cannot start; the message says why (printed as one line, exit non-zero)."""
 
 
+def fast_paths() -> tuple[str, str]:
+    """uvicorn's event loop and HTTP parser: uvloop and httptools when installed (as uvicorn's ``auto``
+    would choose), named here so the log says which. Each roughly halves the per-request cost of its
+    layer; the standard-library loop and h11 remain the fallback (e.g. on Windows, or PyPy)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    return loop, http
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after startup (modules, classes, the app, the engine) out of the garbage
+    collector's reach: a full collection otherwise walks those ~250,000 objects, a pause of 100 ms or
+    more on a small machine that lands on whichever requests are in flight (the API's p99)."""
+    gc.collect()
+    gc.freeze()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop of ``longops engine``: uvloop when installed, as for ``serve``."""
+    if fast_paths()[0] != "uvloop":
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module("uvloop").new_event_loop
+    return factory
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the lifespan (database, engine) has started
+        freeze_startup_objects()
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -45,9 +80,27 @@ def serve(
         app = create_app(settings, run_engine=run_engine)
     except HandlerLoadError as exc:
         raise StartupError(str(exc)) from exc
-    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
-    server = uvicorn.Server(config)
-    log.info("longops serving on http://%s:%d (engine: %s)", host, port, "on" if run_engine else "off")
+    loop, http = fast_paths()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        loop=loop,
+        http=http,
+    )
+    # One process per instance: the engine's leadership, workers and metrics are per process, so scale
+    # out with more `longops serve` instances (PostgreSQL), not uvicorn --workers.
+    server = _Server(config)
+    log.info(
+        "longops serving on http://%s:%d (engine: %s; %s, %s)",
+        host,
+        port,
+        "on" if run_engine else "off",
+        loop,
+        http,
+    )
     try:
         server.run()
     except EngineAlreadyRunning as exc:
@@ -120,7 +173,8 @@ def run_engine(settings: Settings) -> None:
     """Run the engine without the API until SIGINT/SIGTERM."""
     configure_logging(settings.log_level)
     try:
-        asyncio.run(_engine_main(settings))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_engine_main(settings))
     except (EngineAlreadyRunning, HandlerLoadError) as exc:
         raise StartupError(str(exc)) from exc
 
@@ -134,6 +188,7 @@ async def _engine_main(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await engine.start()
+    freeze_startup_objects()
     log.info("longops engine running (no API)")
     try:
         await stop.wait()

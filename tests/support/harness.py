@@ -17,10 +17,10 @@ import httpx
 from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
 from longops.engine.submitter import Submitter
-from longops.providers.registry import build_registry
+from longops.providers.registry import ProviderRegistry, build_registry
 from longops.providers.simulator.server import start_embedded
 from longops.settings import Settings
-from longops.store.db import open_database
+from longops.store.db import Database, open_database
 from tests.support.servers import app_in_loop
 
 
@@ -38,6 +38,9 @@ class Harness:
     simulator: httpx.AsyncClient
     submitter: Submitter
     poller: Poller
+    db: Database  # the engine components' database (unfenced), e.g. to count its statements
+    registry: ProviderRegistry
+    settings: Settings
 
     async def create_batch(self, requests: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         response = await self.api.post(
@@ -100,6 +103,9 @@ async def harness(settings: Settings, **simulator_options: Any) -> AsyncIterator
                         simulator=simulator,
                         submitter=Submitter(db, registry, settings, metrics),
                         poller=Poller(db, registry, settings, metrics),
+                        db=db,
+                        registry=registry,
+                        settings=settings,
                     )
             finally:
                 await registry.aclose()

@@ -26,7 +26,8 @@ class AppState:
     open_mode: OpenMode = field(default_factory=lambda: OpenMode(allowed=False))
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on every request.
     state: AppState = request.app.state.longops
     return state
 

@@ -7,11 +7,16 @@ exception, and when to poll next while waiting (:class:`PollSchedule`) live here
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import random
+import re
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,17 +29,24 @@ from longops.client.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    IngestError,
     InternalServerError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
     ValidationError,
 )
-from longops.domain.schemas import ErrorBody
+from longops.domain.schemas import ErrorBody, Job
+from longops.domain.statuses import JobStatus
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_INGEST_TIMEOUT = 6 * 3600.0  # the server bounds a batch_ingest attempt at 6 h
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+# An upload's socket reads and writes may stall much longer than an ordinary call's: the server
+# fsyncs the whole file before it answers.
+UPLOAD_TIMEOUT = 1800.0
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
@@ -88,8 +100,55 @@ def _checked_url(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class FileBody:
+    """A file on disk sent as the raw request body, read chunk by chunk while it is sent (never whole).
+
+    ``size`` is sent as ``Content-Length`` (so the server can refuse an oversized file before any byte)
+    and bounds what is read; ``on_progress`` gets the bytes handed to the connection so far.
+    """
+
+    path: Path
+    size: int
+    on_progress: Callable[[int], object] | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        sent = 0
+        with self.path.open("rb") as handle:
+            while sent < self.size:
+                chunk = handle.read(min(UPLOAD_CHUNK_BYTES, self.size - sent))
+                if not chunk:
+                    return
+                yield chunk
+                sent += len(chunk)
+                if self.on_progress is not None:
+                    self.on_progress(sent)
+
+    async def achunks(self) -> AsyncIterator[bytes]:
+        """The same chunks, read in a worker thread so the event loop never waits for the disk; an
+        ``on_progress`` that returns an awaitable is awaited."""
+        sent = 0
+        handle = await asyncio.to_thread(self.path.open, "rb")
+        try:
+            while sent < self.size:
+                chunk = await asyncio.to_thread(handle.read, min(UPLOAD_CHUNK_BYTES, self.size - sent))
+                if not chunk:
+                    return
+                yield chunk
+                sent += len(chunk)
+                if self.on_progress is not None:
+                    outcome = self.on_progress(sent)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+        finally:
+            handle.close()
+
+
+@dataclass(frozen=True, slots=True)
 class RequestSpec:
-    """One API call. ``retryable``: resending it after an unknown outcome cannot do anything twice."""
+    """One API call. ``retryable``: resending it after an unknown outcome cannot do anything twice.
+
+    The body is ``body`` as JSON, or the file ``file`` streamed from disk (with a long timeout).
+    """
 
     method: str
     path: str
@@ -97,12 +156,43 @@ class RequestSpec:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     retryable: bool = True
+    file: FileBody | None = None
 
     def build(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
-        """Build once and resend the same request on retries (same body, same ``Idempotency-Key``)."""
+        """Built again for each attempt: the same body and headers (the same ``Idempotency-Key``), and
+        a file body read from its start again."""
+        if self.file is None:
+            return client.build_request(
+                self.method, self.path, params=self.params, json=self.body, headers=self.headers
+            )
+        content = self.file.achunks() if isinstance(client, httpx.AsyncClient) else self.file.chunks()
+        headers = {
+            "Content-Type": "application/octet-stream",
+            **self.headers,
+            "Content-Length": str(self.file.size),
+        }
         return client.build_request(
-            self.method, self.path, params=self.params, json=self.body, headers=self.headers
+            self.method,
+            self.path,
+            params=self.params,
+            content=content,
+            headers=headers,
+            timeout=_long(client.timeout),
         )
+
+
+def _long(timeout: httpx.Timeout) -> httpx.Timeout:
+    """The client's timeout, with reads and writes allowed at least ``UPLOAD_TIMEOUT`` each."""
+
+    def at_least(seconds: float | None) -> float | None:
+        return None if seconds is None else max(seconds, UPLOAD_TIMEOUT)
+
+    return httpx.Timeout(
+        connect=timeout.connect,
+        read=at_least(timeout.read),
+        write=at_least(timeout.write),
+        pool=timeout.pool,
+    )
 
 
 def query(**params: str | int | None) -> dict[str, str | int]:
@@ -201,6 +291,30 @@ def parse_json(model: type[ModelT], content: bytes | str, status_code: int = 200
             type="invalid_response",
             status_code=status_code,
         ) from exc
+
+
+_LINE = re.compile(r"line (\d+)\b")
+
+
+def ingested_batch_id(job: Job) -> str:
+    """The batch a finished ``batch_ingest`` job created; :class:`IngestError` if it created none."""
+    if job.status != JobStatus.COMPLETED:
+        if job.error is not None:
+            error_type, message = job.error.type, job.error.message
+        else:
+            error_type, message = (
+                job.stop_reason or str(job.status),
+                f"batch_ingest job {job.id} ended {job.status}",
+            )
+        found = _LINE.match(message)
+        raise IngestError(message, type=error_type, job=job, line=int(found.group(1)) if found else None)
+    batch_id = job.result.get("batch_id") if isinstance(job.result, dict) else None
+    if not isinstance(batch_id, str):
+        raise APIError(
+            f"batch_ingest job {job.id} completed without a batch_id in its result: {job.result!r}",
+            type="invalid_response",
+        )
+    return batch_id
 
 
 class PollSchedule:

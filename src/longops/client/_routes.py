@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from longops.client._http import RequestSpec, query
-from longops.domain.schemas import Batch, Job
+from pydantic import BaseModel
+
+from longops.client._http import FileBody, RequestSpec, query
+from longops.domain.schemas import Batch, Delivery, Job
 
 M = TypeVar("M", Batch, Job)
 
@@ -34,9 +38,25 @@ class Collection(Generic[M]):
         # Cancelling again is answered 200 and changes nothing (DESIGN §5), so a retry is safe.
         return RequestSpec("POST", f"{self.member(id)}/cancel")
 
+    def deliveries(self, id: str) -> RequestSpec:
+        return RequestSpec("GET", f"{self.member(id)}/deliveries")
+
+    def redeliver(self, id: str) -> RequestSpec:
+        # Each redelivery queues the event once more: a resend after an unknown outcome could deliver
+        # it an extra time, so only provably unsent attempts are retried.
+        return RequestSpec("POST", f"{self.member(id)}/deliveries/redeliver", retryable=False)
+
 
 BATCHES = Collection("/v1/batches", Batch)
 JOBS = Collection("/v1/jobs", Job)
+FILES_PATH = "/v1/files"
+INGEST_JOB_TYPE = "batch_ingest"
+
+
+class DeliveryList(BaseModel):
+    """The body of ``GET …/deliveries``."""
+
+    data: list[Delivery]
 
 
 def create_batch(
@@ -56,12 +76,41 @@ def create_batch(
 
 
 def create_job(
-    job_type: str, input: Any, metadata: Mapping[str, Any] | None, callback_url: str | None
+    job_type: str,
+    input: Any,
+    metadata: Mapping[str, Any] | None,
+    callback_url: str | None,
+    idempotency_key: str | None,
 ) -> RequestSpec:
-    # No idempotency key on /v1/jobs: a resend could create a second job, so only provably unsent
-    # attempts are retried.
+    """As for batches: one key per call, so a resend is answered with the job already created."""
     body = _with_options({"job_type": job_type, "input": input}, metadata, callback_url)
-    return RequestSpec("POST", JOBS.path, body=body, retryable=False)
+    key = idempotency_key or str(uuid.uuid4())
+    return RequestSpec("POST", JOBS.path, body=body, headers={"Idempotency-Key": key})
+
+
+def ingest_input(
+    file_id: str, provider: str, metadata: Mapping[str, Any] | None, callback_url: str | None
+) -> dict[str, Any]:
+    """The input of a ``batch_ingest`` job; ``metadata`` and ``callback_url`` are the batch's."""
+    return _with_options({"file_id": file_id, "provider": provider}, metadata, callback_url)
+
+
+def upload_file(
+    path: str | os.PathLike[str], filename: str | None, on_progress: Callable[[int], object] | None
+) -> RequestSpec:
+    """``POST /v1/files`` with the file's bytes as the body. A file that cannot be read is an
+    ``OSError`` here, before anything is sent. Not resent after an unknown outcome: that would upload
+    the whole file again (and leave an orphan behind)."""
+    source = Path(path)
+    with source.open("rb") as handle:  # a directory or an unreadable file fails here
+        size = os.fstat(handle.fileno()).st_size
+    params = query(filename=filename if filename is not None else source.name)
+    body = FileBody(source, size, on_progress)
+    return RequestSpec("POST", FILES_PATH, params=params, file=body, retryable=False)
+
+
+def retrieve_file(id: str) -> RequestSpec:
+    return RequestSpec("GET", f"{FILES_PATH}/{quote(id, safe='')}")
 
 
 def batch_items(id: str, status: str | None, limit: int | None, after: str | None) -> RequestSpec:

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
 from longops.client import _routes as routes
 from longops.client._http import (
+    DEFAULT_INGEST_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     ClientConfig,
     PollSchedule,
     RequestSpec,
     RetryPolicy,
+    ingested_batch_id,
     parse,
     parse_json,
     status_error,
@@ -30,7 +33,16 @@ from longops.client._http import (
 )
 from longops.client._routes import Collection, M
 from longops.client.errors import WaitTimeout
-from longops.domain.schemas import Batch, Item, Job, Page, ResultLine
+from longops.domain.schemas import (
+    Batch,
+    Delivery,
+    FileObject,
+    Item,
+    Job,
+    Page,
+    ResultLine,
+    WebhookEventRef,
+)
 
 T = TypeVar("T")
 
@@ -60,11 +72,10 @@ class _Transport:
             await response.aclose()
 
     async def _send(self, spec: RequestSpec, *, stream: bool) -> httpx.Response:
-        request = spec.build(self._http)
         attempt = 0
         while True:
             try:
-                response = await self._http.send(request, stream=stream)
+                response = await self._http.send(spec.build(self._http), stream=stream)
             except httpx.TransportError as exc:
                 delay = self._retry.after_transport_error(spec, exc, attempt)
                 if delay is None:
@@ -146,11 +157,53 @@ class _Resource(Generic[M]):
                 raise WaitTimeout(current, timeout)
             await asyncio.sleep(delay)
 
+    async def deliveries(self, id: str) -> list[Delivery]:
+        """Every attempt to deliver its webhook so far, oldest first (empty before the first one)."""
+        spec = self._collection.deliveries(id)
+        return parse(routes.DeliveryList, await self._transport.request(spec)).data
+
+    async def redeliver(self, id: str) -> WebhookEventRef:
+        """Send its webhook event again (same id and body) with a fresh attempt budget; ``ConflictError``
+        while it has not ended, ``NotFoundError`` when it has no ``callback_url``."""
+        return parse(WebhookEventRef, await self._transport.request(self._collection.redeliver(id)))
+
+
+class AsyncFiles:
+    """``/v1/files``: files uploaded for the server to read, e.g. a JSONL batch file to ingest."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        filename: str | None = None,
+        *,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> FileObject:
+        """Upload a file, streamed from disk in chunks read in a worker thread (memory stays flat).
+
+        ``filename`` defaults to the file's name; ``on_progress`` (a function or a coroutine function)
+        gets the bytes sent so far. Reads and writes may wait up to 30 minutes each (the server stores
+        the whole file before it answers). A file that cannot be read raises ``OSError`` before
+        anything is sent.
+        """
+        spec = await asyncio.to_thread(routes.upload_file, path, filename, on_progress)
+        return parse(FileObject, await self._transport.request(spec))
+
+    async def retrieve(self, id: str) -> FileObject:
+        return parse(FileObject, await self._transport.request(routes.retrieve_file(id)))
+
 
 class AsyncBatches(_Resource[Batch]):
     """``/v1/batches``: LLM requests run through a provider's batch API."""
 
     _collection = routes.BATCHES
+
+    def __init__(self, transport: _Transport) -> None:
+        super().__init__(transport)
+        self._files = AsyncFiles(transport)
+        self._jobs = AsyncJobs(transport)
 
     async def create(
         self,
@@ -165,6 +218,68 @@ class AsyncBatches(_Resource[Batch]):
         retries never create a second batch; pass your own to make your retries safe too."""
         spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key)
         return parse(Batch, await self._transport.request(spec))
+
+    @overload
+    async def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: Literal[True] = True,
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Batch: ...
+
+    @overload
+    async def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: Literal[False],
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Job: ...
+
+    async def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: bool = True,
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Batch | Job:
+        """Create a batch from a JSONL file of any size: upload it (streamed, see ``files.upload``), then
+        let the server ingest it with a ``batch_ingest`` job, which checks every line.
+
+        Waits for the ingestion (up to ``timeout`` seconds, polling like ``wait()``; ``on_progress``
+        sees the job at each poll, its ``progress`` in bytes) and returns the new batch. A bad file
+        raises :class:`IngestError` carrying the job's error (``line`` is the first bad line), and no
+        batch exists. With ``wait_for_ingest=False`` it returns the ``batch_ingest`` job at once; its
+        ``result["batch_id"]`` names the batch once it has completed.
+        """
+        uploaded = await self._files.upload(path, on_progress=on_upload_progress)
+        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url)
+        job = await self._jobs.create(job_type=routes.INGEST_JOB_TYPE, input=input)
+        if not wait_for_ingest:
+            return job
+        ended = await self._jobs.wait(
+            job.id, timeout=timeout, on_progress=on_progress, poll_interval=poll_interval
+        )
+        return await self.retrieve(ingested_batch_id(ended))
 
     async def list(
         self, *, status: str | None = None, limit: int | None = None, after: str | None = None
@@ -209,8 +324,11 @@ class AsyncJobs(_Resource[Job]):
         input: Any = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
-        spec = routes.create_job(job_type, input, metadata, callback_url)
+        """Create a job. Without ``idempotency_key`` one is generated for this call, so the SDK's own
+        retries never create a second job; pass your own to make your retries safe too."""
+        spec = routes.create_job(job_type, input, metadata, callback_url, idempotency_key)
         return parse(Job, await self._transport.request(spec))
 
     async def list(
@@ -248,6 +366,7 @@ class AsyncClient:
         self._transport = _Transport(ClientConfig.resolve(base_url, api_key, timeout, max_retries))
         self.batches = AsyncBatches(self._transport)
         self.jobs = AsyncJobs(self._transport)
+        self.files = AsyncFiles(self._transport)
 
     @property
     def base_url(self) -> str:

@@ -56,6 +56,20 @@ class InternalServerError(APIError):
     """Any 5xx answer."""
 
 
+class IngestError(APIError):
+    """A ``batch_ingest`` job (``client.batches.create_from_file``) ended without creating its batch.
+
+    ``type`` and ``message`` are the job's ``error``: for a bad line ``validation_error`` and a message
+    that starts with ``line N``, N being ``line`` (``None`` for other failures). ``job`` is the job as
+    it ended; ``status_code`` is ``None`` (the calls themselves succeeded).
+    """
+
+    def __init__(self, message: str, *, type: str, job: Job, line: int | None = None) -> None:
+        super().__init__(message, type=type)
+        self.job = job
+        self.line = line
+
+
 class APIConnectionError(APIError):
     """No HTTP answer: connection refused or dropped, DNS failure, protocol error."""
 

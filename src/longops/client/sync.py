@@ -1,23 +1,26 @@
-"""The blocking client: ``Client`` with ``client.batches`` and ``client.jobs``."""
+"""The blocking client: ``Client`` with ``client.batches``, ``client.jobs`` and ``client.files``."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
 from longops.client import _routes as routes
 from longops.client._http import (
+    DEFAULT_INGEST_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     ClientConfig,
     PollSchedule,
     RequestSpec,
     RetryPolicy,
+    ingested_batch_id,
     parse,
     parse_json,
     status_error,
@@ -25,7 +28,16 @@ from longops.client._http import (
 )
 from longops.client._routes import Collection, M
 from longops.client.errors import WaitTimeout
-from longops.domain.schemas import Batch, Item, Job, Page, ResultLine
+from longops.domain.schemas import (
+    Batch,
+    Delivery,
+    FileObject,
+    Item,
+    Job,
+    Page,
+    ResultLine,
+    WebhookEventRef,
+)
 
 T = TypeVar("T")
 
@@ -53,11 +65,10 @@ class _Transport:
             response.close()
 
     def _send(self, spec: RequestSpec, *, stream: bool) -> httpx.Response:
-        request = spec.build(self._http)
         attempt = 0
         while True:
             try:
-                response = self._http.send(request, stream=stream)
+                response = self._http.send(spec.build(self._http), stream=stream)
             except httpx.TransportError as exc:
                 delay = self._retry.after_transport_error(spec, exc, attempt)
                 if delay is None:
@@ -135,11 +146,52 @@ class _Resource(Generic[M]):
                 raise WaitTimeout(current, timeout)
             time.sleep(delay)
 
+    def deliveries(self, id: str) -> list[Delivery]:
+        """Every attempt to deliver its webhook so far, oldest first (empty before the first one)."""
+        spec = self._collection.deliveries(id)
+        return parse(routes.DeliveryList, self._transport.request(spec)).data
+
+    def redeliver(self, id: str) -> WebhookEventRef:
+        """Send its webhook event again (same id and body) with a fresh attempt budget; ``ConflictError``
+        while it has not ended, ``NotFoundError`` when it has no ``callback_url``."""
+        return parse(WebhookEventRef, self._transport.request(self._collection.redeliver(id)))
+
+
+class Files:
+    """``/v1/files``: files uploaded for the server to read, e.g. a JSONL batch file to ingest."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        filename: str | None = None,
+        *,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> FileObject:
+        """Upload a file, streamed from disk in chunks (memory stays flat for any size).
+
+        ``filename`` defaults to the file's name; ``on_progress`` gets the bytes sent so far. Reads and
+        writes may wait up to 30 minutes each (the server stores the whole file before it answers).
+        A file that cannot be read raises ``OSError`` before anything is sent.
+        """
+        spec = routes.upload_file(path, filename, on_progress)
+        return parse(FileObject, self._transport.request(spec))
+
+    def retrieve(self, id: str) -> FileObject:
+        return parse(FileObject, self._transport.request(routes.retrieve_file(id)))
+
 
 class Batches(_Resource[Batch]):
     """``/v1/batches``: LLM requests run through a provider's batch API."""
 
     _collection = routes.BATCHES
+
+    def __init__(self, transport: _Transport) -> None:
+        super().__init__(transport)
+        self._files = Files(transport)
+        self._jobs = Jobs(transport)
 
     def create(
         self,
@@ -154,6 +206,66 @@ class Batches(_Resource[Batch]):
         retries never create a second batch; pass your own to make your retries safe too."""
         spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key)
         return parse(Batch, self._transport.request(spec))
+
+    @overload
+    def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: Literal[True] = True,
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Batch: ...
+
+    @overload
+    def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: Literal[False],
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Job: ...
+
+    def create_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        wait_for_ingest: bool = True,
+        timeout: float = DEFAULT_INGEST_TIMEOUT,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Job], object] | None = None,
+        on_upload_progress: Callable[[int], object] | None = None,
+    ) -> Batch | Job:
+        """Create a batch from a JSONL file of any size: upload it (streamed, see ``files.upload``), then
+        let the server ingest it with a ``batch_ingest`` job, which checks every line.
+
+        Waits for the ingestion (up to ``timeout`` seconds, polling like ``wait()``; ``on_progress``
+        sees the job at each poll, its ``progress`` in bytes) and returns the new batch. A bad file
+        raises :class:`IngestError` carrying the job's error (``line`` is the first bad line), and no
+        batch exists. With ``wait_for_ingest=False`` it returns the ``batch_ingest`` job at once; its
+        ``result["batch_id"]`` names the batch once it has completed.
+        """
+        uploaded = self._files.upload(path, on_progress=on_upload_progress)
+        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url)
+        job = self._jobs.create(job_type=routes.INGEST_JOB_TYPE, input=input)
+        if not wait_for_ingest:
+            return job
+        ended = self._jobs.wait(job.id, timeout=timeout, on_progress=on_progress, poll_interval=poll_interval)
+        return self.retrieve(ingested_batch_id(ended))
 
     def list(
         self, *, status: str | None = None, limit: int | None = None, after: str | None = None
@@ -198,8 +310,12 @@ class Jobs(_Resource[Job]):
         input: Any = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
-        return parse(Job, self._transport.request(routes.create_job(job_type, input, metadata, callback_url)))
+        """Create a job. Without ``idempotency_key`` one is generated for this call, so the SDK's own
+        retries never create a second job; pass your own to make your retries safe too."""
+        spec = routes.create_job(job_type, input, metadata, callback_url, idempotency_key)
+        return parse(Job, self._transport.request(spec))
 
     def list(
         self,
@@ -238,6 +354,7 @@ class Client:
         self._transport = _Transport(ClientConfig.resolve(base_url, api_key, timeout, max_retries))
         self.batches = Batches(self._transport)
         self.jobs = Jobs(self._transport)
+        self.files = Files(self._transport)
 
     @property
     def base_url(self) -> str:

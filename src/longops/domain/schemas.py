@@ -140,3 +140,24 @@ class Page(BaseModel, Generic[T]):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class Delivery(_Model):
+    """One attempt to deliver a job's webhook (``GET /v1/batches/{id}/deliveries``), oldest first."""
+
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None  # set on every attempt that did not get a 2xx
+    duration_ms: int | None = None
+
+
+class WebhookEventRef(_Model):
+    """A job's webhook event as queued again by ``POST …/deliveries/redeliver``."""
+
+    id: str
+    object: Literal["webhook_event"] = "webhook_event"
+    type: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None = None

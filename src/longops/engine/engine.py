@@ -145,6 +145,8 @@ class Engine:
             if not await self._leadership.still_leader():
                 log.error("leadership lost: stopping leader-only loops")
                 await self._step_down(timeout=0)
+                # Let a healthy standby take over before this instance, whose connection just failed.
+                await self._pause(self._settings.leader_retry_seconds * random.uniform(1.0, 1.5))
                 continue
             await self._pause(LEADER_CHECK_SECONDS)
 

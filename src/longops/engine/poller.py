@@ -204,11 +204,13 @@ class Poller:
         stream = provider.results(pb["provider_batch_id"], results_url=info.results_url)
         try:
             async for result in stream:
-                chunk.append(result)
-                size += len(result.response_json) if result.response_json is not None else 100
+                # A full chunk is handed over once the next result shows it is not the last one,
+                # so the last chunk is never empty: it is written with the completion.
                 if len(chunk) >= max_items or size >= _CHUNK_BYTES:
                     await queue.put(_Chunk(chunk, last=False))
                     chunk, size = [], 0
+                chunk.append(result)
+                size += len(result.response_json) if result.response_json is not None else 100
         except Exception as exc:  # a broken stream: the writer raises it after the chunks before it
             await queue.put(exc)
             return

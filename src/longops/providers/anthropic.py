@@ -34,6 +34,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import anthropic
 import httpx2
@@ -98,11 +99,15 @@ class AnthropicProvider:
         return _batch_info(batch)
 
     async def retrieve(self, provider_batch_id: str) -> ProviderBatchInfo:
+        """Through the SDK's client (auth, errors), but the answer is read with ``orjson`` into the
+        few fields we use instead of the SDK's typed model: the poller's hottest provider call."""
         try:
-            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+            response = await self._client.get(
+                f"{_BATCHES_PATH}/{quote(provider_batch_id, safe='')}", cast_to=httpx2.Response
+            )
         except _SDK_ERRORS as exc:
             raise classify_error(exc) from exc
-        return _batch_info(batch)
+        return _batch_info_from_json(response.content)
 
     async def cancel(self, provider_batch_id: str) -> ProviderBatchInfo:
         try:
@@ -257,6 +262,38 @@ def _valid_json(raw: bytes) -> bool:
         return True
     except (ValueError, RecursionError):
         return False
+
+
+def _batch_info_from_json(body: bytes) -> ProviderBatchInfo:
+    """A MessageBatch object as ProviderBatchInfo; anything malformed is ``ProviderOutcomeUnknown``."""
+    try:
+        data = orjson.loads(body)
+        counts = data["request_counts"]
+        total = sum(
+            int(counts[name]) for name in ("processing", "succeeded", "errored", "canceled", "expired")
+        )
+        batch_id, status, results_url = data["id"], data["processing_status"], data.get("results_url")
+        created_at = datetime.fromisoformat(data["created_at"])
+        if not isinstance(batch_id, str) or not isinstance(status, str):
+            raise TypeError("id and processing_status must be strings")
+        if results_url is not None and not isinstance(results_url, str):
+            raise TypeError("results_url must be a string")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProviderOutcomeUnknown(
+            f"malformed message batch: {body[:200]!r}", error_type="invalid_response"
+        ) from exc
+    try:
+        phase = anthropic_phase(status)
+    except UnknownProviderStatus as exc:
+        raise ProviderOutcomeUnknown(str(exc), error_type="unknown_status") from exc
+    return ProviderBatchInfo(
+        provider_batch_id=batch_id,
+        processing_status=status,
+        phase=phase,
+        request_count=total,
+        created_at=created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC),
+        results_url=results_url,
+    )
 
 
 def parse_result_line(line: str | bytes) -> ProviderResult:

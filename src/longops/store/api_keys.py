@@ -21,10 +21,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, bindparam, insert, select, update
 
 from longops.domain.ids import new_id
 from longops.store.db import Database
+from longops.store.reads import DriverQuery
 from longops.store.tables import api_keys
 from longops.store.types import utcnow
 
@@ -136,19 +137,18 @@ async def revoke_key(db: Database, key_id: str) -> ApiKey:
     return _record(row)
 
 
+# The lookup of every API request: one statement on the unique index, run on the driver (store.reads).
+_ORG_FOR_HASH = DriverQuery(
+    select(api_keys.c.org_id).where(api_keys.c.hash == bindparam("hash"), api_keys.c.revoked_at.is_(None))
+)
+
+
 async def org_for_key(db: Database, key: str) -> str | None:
     """The organization of an active key; None for a malformed, unknown or revoked one."""
     if not is_well_formed(key):
         return None
-    async with db.read() as conn:
-        org: str | None = (
-            await conn.execute(
-                select(api_keys.c.org_id).where(
-                    api_keys.c.hash == hash_key(key), api_keys.c.revoked_at.is_(None)
-                )
-            )
-        ).scalar()
-    return org
+    row = await _ORG_FOR_HASH.first(db, hash=hash_key(key))
+    return None if row is None else str(row["org_id"])
 
 
 async def any_key_exists(db: Database, *, active_only: bool = False) -> bool:

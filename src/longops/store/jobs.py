@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import RowMapping, insert, select, text, update
+from sqlalchemy import RowMapping, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +17,7 @@ from longops.domain.schemas import Batch
 from longops.domain.statuses import ItemStatus, JobStatus, StopReason
 from longops.store.db import Database
 from longops.store.items import close_items
+from longops.store.reads import DriverQuery
 from longops.store.tables import items, jobs, provider_batches
 from longops.store.transitions import finish_job
 from longops.store.types import utcnow
@@ -271,12 +272,66 @@ async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) ->
     return [batch_view(row, by_job.get(row["id"], [])) for row in job_rows]
 
 
+# ``GET /v1/batches/{id}``, what clients poll: one statement run on the driver (``store.reads``),
+# selecting only the columns the Batch object shows. The batch's row comes once per provider batch
+# (usually one), or once with NULL provider-batch columns before submission.
+_PB_VIEW_COLUMNS = (
+    "id",
+    "provider_batch_id",
+    "status",
+    "processing_status",
+    "request_count",
+    "last_polled_at",
+    "error",
+)
+_BATCH_VIEW_COLUMNS = (
+    "id",
+    "status",
+    "provider",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "expires_at",
+    "cancel_requested_at",
+    "n_total",
+    "n_succeeded",
+    "n_errored",
+    "n_cancelled",
+    "n_expired",
+    "metadata",
+    "callback_url",
+    "callback_sent_at",
+    "callback_status_code",
+    "callback_error",
+    "callback_attempts",
+    "stop_reason",
+    "error",
+)
+_GET_BATCH = (
+    select(
+        *(jobs.c[name] for name in _BATCH_VIEW_COLUMNS),
+        *(provider_batches.c[name].label(f"pb_{name}") for name in _PB_VIEW_COLUMNS),
+    )
+    .select_from(jobs.outerjoin(provider_batches, provider_batches.c.job_id == jobs.c.id))
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.org_id == bindparam("org_id"),
+        jobs.c.job_type == LLM_BATCH,
+    )
+    .order_by(provider_batches.c.first_seq)
+)
+
+
+_GET_BATCH_QUERY = DriverQuery(_GET_BATCH)
+
+
 async def get_batch(db: Database, org_id: str, job_id: str) -> Batch:
-    async with db.read() as conn:
-        row = await get_job_row(conn, org_id, job_id)
-        if row["job_type"] != LLM_BATCH:
-            raise JobNotFound(job_id)
-        return (await load_batches(conn, [row]))[0]
+    rows = await _GET_BATCH_QUERY.all(db, job_id=job_id, org_id=org_id)
+    if not rows:
+        raise JobNotFound(job_id)
+    pbs = [{name: row[f"pb_{name}"] for name in _PB_VIEW_COLUMNS} for row in rows if row["pb_id"] is not None]
+    return batch_view(rows[0], pbs)
 
 
 async def list_job_rows(

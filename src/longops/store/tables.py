@@ -165,6 +165,7 @@ def item_status_in(statuses: Iterable[str]) -> ColumnElement[bool]:
         raise ValueError(f"not a status: {values!r}")
     return items.c.status.in_([literal_column(f"'{value}'") for value in values])
 
+
 leader_terms = Table(
     "leader_terms",
     metadata,

@@ -47,11 +47,13 @@ async def finish_job(
     error: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     conditions: Sequence[ColumnElement[bool]] = (),
+    has_callback: bool | None = None,
 ) -> bool:
     """Move a job to a terminal status if the lifecycle allows it from its current status (CAS).
 
     ``conditions`` narrow the compare-and-set further (e.g. "nothing was submitted yet"). When the CAS
     wins, the job's webhook event (if it has a ``callback_url``) is written in the same transaction.
+    ``has_callback=False`` (the caller read the locked job row and it has none) skips that statement.
     """
     assert target.is_terminal
     result = await conn.execute(
@@ -68,7 +70,8 @@ async def finish_job(
     )
     if result.rowcount != 1:
         return False
-    await enqueue_terminal_events(conn, [job_id], target, now)
+    if has_callback is not False:
+        await enqueue_terminal_events(conn, [job_id], target, now)
     return True
 
 
@@ -146,7 +149,11 @@ async def finalize_batch_if_done(conn: AsyncConnection, job_id: str, now: dateti
     statement, which counts open and failed provider batches and looks for open items at once.
     Three statements when the batch ends (lock, counts, the CAS with its events), two otherwise.
     """
-    job = (await conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update())).mappings().one()
+    job = (
+        (await conn.execute(select(*_FINALIZE_COLUMNS).where(jobs.c.id == job_id).with_for_update()))
+        .mappings()
+        .one()
+    )
     if JobStatus(job["status"]).is_terminal:
         return None
     # A new statement, so a new snapshot (READ COMMITTED) taken after the lock above was granted.
@@ -186,6 +193,26 @@ async def finalize_batch_if_done(conn: AsyncConnection, job_id: str, now: dateti
     error = None
     if outcome.status == JobStatus.FAILED:
         error = {"type": "batch_failed", "message": f"no request succeeded ({counts.errored} errored)"}
-    if await finish_job(conn, job_id, outcome.status, now, stop_reason=outcome.stop_reason, error=error):
+    if await finish_job(
+        conn,
+        job_id,
+        outcome.status,
+        now,
+        stop_reason=outcome.stop_reason,
+        error=error,
+        has_callback=job["callback_url"] is not None,
+    ):
         return outcome.status
     return None
+
+
+_FINALIZE_COLUMNS = (
+    jobs.c.status,
+    jobs.c.n_total,
+    jobs.c.n_succeeded,
+    jobs.c.n_errored,
+    jobs.c.n_cancelled,
+    jobs.c.n_expired,
+    jobs.c.cancel_requested_at,
+    jobs.c.callback_url,
+)

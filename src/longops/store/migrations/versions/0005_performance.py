@@ -57,9 +57,7 @@ def downgrade() -> None:
         op.execute("ALTER TABLE items ALTER COLUMN params SET COMPRESSION default")
         op.execute("ALTER TABLE items ALTER COLUMN response SET COMPRESSION default")
     with op.batch_alter_table("items", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_items_job_id_seq_open", sqlite_where=_OPEN, postgresql_where=_OPEN
-        )
+        batch_op.drop_index("ix_items_job_id_seq_open", sqlite_where=_OPEN, postgresql_where=_OPEN)
         batch_op.create_index(
             "ix_items_provider_batch_id_status", ["provider_batch_id", "status"], unique=False
         )

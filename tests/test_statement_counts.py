@@ -1,0 +1,93 @@
+"""Regression guard: the poller's database statements do not grow with the work (issue 7).
+
+Not a timed test: it counts statements (SQLAlchemy ``before_cursor_execute``), so an accidental
+per-row or per-batch query fails here on both backends instead of showing up as a slow benchmark.
+
+* One poll cycle over N running provider batches (none ended) costs the same statements for N = 3
+  and N = 30: the due query, the leader's fence and one executemany.
+* An ingest chunk costs the same statements whether it holds 10 results or 100, and so does the
+  transaction that writes the last chunk and completes the provider batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from longops.engine.metrics import Metrics
+from longops.engine.poller import Poller
+from longops.settings import Settings
+from longops.store.terms import begin_term, term_fence
+from longops.store.types import utcnow
+from tests.support.harness import Harness, harness, requests_for
+from tests.support.statements import StatementCounter, TransactionLog
+
+MakeSettings = Callable[..., Settings]
+
+
+async def fenced_poller(h: Harness) -> Poller:
+    """A poller writing through a term-fenced view, as the engine's leader runs it."""
+    term = await begin_term(h.db, "statement-counts", "test", utcnow())
+    return Poller(h.db.fenced(term_fence(term)), h.registry, h.settings, Metrics())
+
+
+async def submit_all(h: Harness, batches: int) -> None:
+    for _ in range(batches):
+        await h.submitter.run_once()
+    stats = await h.sim_stats()
+    assert stats["batches"] == batches
+
+
+async def create(h: Harness, count: int, per_batch: int) -> list[dict[str, Any]]:
+    return [await h.create_batch(requests_for(*(f"q{i}" for i in range(per_batch)))) for _ in range(count)]
+
+
+async def test_one_poll_cycle_costs_the_same_statements_for_3_and_30_running_batches(
+    make_settings: MakeSettings,
+) -> None:
+    async with harness(make_settings(), processing_seconds=3600.0) as h:
+        poller = await fenced_poller(h)
+        counted: dict[int, list[str]] = {}
+        created = 0
+        for total in (3, 30):
+            await create(h, total - created, 1)
+            created = total
+            await submit_all(h, total)
+            await asyncio.sleep(h.poller_interval)
+            await poller.run_once()  # warm-up: connections, prepared statements
+            await asyncio.sleep(h.poller_interval)
+            with StatementCounter(h.db.engine) as counter:
+                await poller.run_once()
+            counted[total] = [s for s in counter.statements if not s.startswith("BEGIN")]  # SQLite's own
+        assert len(counted[3]) == len(counted[30]), (counted[3], counted[30])
+        assert len(counted[30]) == 3, counted[30]  # the due query, the fence, one executemany
+
+
+async def ingest_transactions(make_settings: MakeSettings, chunk_size: int) -> list[list[str]]:
+    """Transactions of the poll cycle that ingests one ended batch of 4 chunks of ``chunk_size``."""
+    settings = make_settings(ingest_chunk_size=chunk_size)
+    async with harness(settings, processing_seconds=0.0) as h:
+        poller = await fenced_poller(h)
+        await create(h, 1, 4 * chunk_size)
+        await submit_all(h, 1)
+        await asyncio.sleep(h.poller_interval)
+        with TransactionLog(h.db.engine) as log:
+            await poller.run_once()
+        batch = (await h.api.get("/v1/batches")).json()["data"][0]
+        assert batch["status"] == "completed", batch
+        assert batch["request_counts"]["succeeded"] == 4 * chunk_size
+    return [tx for tx in log.transactions if any(s.startswith("UPDATE items SET status") for s in tx)]
+
+
+async def test_an_ingest_chunk_costs_the_same_statements_for_10_and_100_results(
+    make_settings: MakeSettings,
+) -> None:
+    small = await ingest_transactions(make_settings, 10)
+    large = await ingest_transactions(make_settings, 100)
+    # Three intermediate chunks, then the last chunk together with the completion.
+    assert len(small) == len(large) == 4, (small, large)
+    for tx_small, tx_large in zip(small, large, strict=True):
+        assert len(tx_small) == len(tx_large), (tx_small, tx_large)
+    chunk = small[0]
+    assert len(chunk) == 4, chunk  # fence, commit mode (PG) or open-items query (SQLite), items, counters
