@@ -281,6 +281,16 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _measured_pid(pid: int, profiled: bool) -> int:
+    """The worker's own process: under ``--profile`` the process started is py-spy, the worker its child."""
+    if not profiled:
+        return pid
+    import psutil
+
+    children = psutil.Process(pid).children()
+    return children[0].pid if children else pid
+
+
 def _python_can_import(python: str, module: str) -> bool:
     try:
         return (
@@ -423,7 +433,7 @@ def run_system(
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{system}: a worker process exited")
             time.sleep(0.2)
-        peaks = [peak_rss_mb(p.pid) for p in procs]
+        peaks = [peak_rss_mb(_measured_pid(p.pid, args.profile is not None)) for p in procs]
     assert last is not None
     seconds = last - times["started"]
     return {

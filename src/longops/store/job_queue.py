@@ -38,6 +38,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ from sqlalchemy import (
     RowMapping,
     Select,
     and_,
+    bindparam,
     case,
     func,
     insert,
@@ -131,42 +133,77 @@ async def _create_job_once(db: Database, new: NewJob) -> tuple[RowMapping, bool]
 
 BULK_INSERT_CHUNK = 5000
 
+# PostgreSQL: one statement for the whole list, the columns sent as arrays.
+_PG_BULK_INSERT = text(
+    """
+    INSERT INTO jobs (id, org_id, job_type, status, input, metadata, callback_url, max_attempts,
+                      timeout_seconds, due_at, created_at, updated_at)
+    SELECT v.id, v.org_id, v.job_type, :status, v.input::json, v.metadata::json, v.callback_url,
+           v.max_attempts, v.timeout_seconds, :now, :now, :now
+    FROM unnest(CAST(:ids AS text[]), CAST(:org_ids AS text[]), CAST(:job_types AS text[]),
+                CAST(:inputs AS text[]), CAST(:metadata AS text[]), CAST(:callback_urls AS text[]),
+                CAST(:max_attempts AS integer[]), CAST(:timeouts AS double precision[]))
+         AS v(id, org_id, job_type, input, metadata, callback_url, max_attempts, timeout_seconds)
+    """
+).bindparams(bindparam("now", type_=jobs.c.created_at.type))
+
 
 async def create_jobs_bulk(db: Database, new_jobs: Sequence[NewJob]) -> list[str]:
     """Store many new ``pending`` jobs at once, all due now, in one transaction (all or none).
 
-    The bulk twin of :func:`create_job` for producers that enqueue thousands of jobs: one multi-row
-    insert per :data:`BULK_INSERT_CHUNK` jobs instead of a transaction per job. Idempotency keys are
-    not supported here (a job carrying one raises ``ValueError``: use :func:`create_job`). Returns
-    the new jobs' ids, in order. Workers find them at their next poll (``WORKER_POLL_SECONDS``).
+    The bulk twin of :func:`create_job` for producers that enqueue thousands of jobs: one
+    ``INSERT … SELECT FROM unnest(…)`` on PostgreSQL (then ``ANALYZE jobs`` when the list is large,
+    so the workers' claims plan against the grown queue), an executemany per
+    :data:`BULK_INSERT_CHUNK` jobs on SQLite. Idempotency keys are not supported here (a job carrying
+    one raises ``ValueError``: use :func:`create_job`). Returns the new jobs' ids, in order. Workers
+    find the jobs at their next poll (``WORKER_POLL_SECONDS``).
     """
     if any(new.idempotency_key is not None for new in new_jobs):
         raise ValueError("create_jobs_bulk does not take idempotency keys; use create_job")
     now = utcnow()
-    rows = [
-        {
-            "id": new_id("job"),
-            "org_id": new.org_id,
-            "job_type": new.job_type,
-            "status": JobStatus.PENDING,
-            "input": new.input,
-            "metadata": new.metadata,
-            "callback_url": new.callback_url,
-            "max_attempts": new.max_attempts,
-            "timeout_seconds": new.timeout_seconds,
-            "due_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for new in new_jobs
-    ]
+    ids = [new_id("job") for _ in new_jobs]
+    if not ids:
+        return ids
     async with db.write() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                _PG_BULK_INSERT,
+                {
+                    "status": JobStatus.PENDING.value,
+                    "now": now,
+                    "ids": ids,
+                    "org_ids": [new.org_id for new in new_jobs],
+                    "job_types": [new.job_type for new in new_jobs],
+                    "inputs": [json.dumps(new.input) for new in new_jobs],
+                    "metadata": [json.dumps(new.metadata) for new in new_jobs],
+                    "callback_urls": [new.callback_url for new in new_jobs],
+                    "max_attempts": [new.max_attempts for new in new_jobs],
+                    "timeouts": [float(new.timeout_seconds) for new in new_jobs],
+                },
+            )
+            if len(ids) >= BULK_INSERT_CHUNK:
+                await conn.execute(text("ANALYZE jobs"))
+            return ids
+        rows = [
+            {
+                "id": job_id,
+                "org_id": new.org_id,
+                "job_type": new.job_type,
+                "status": JobStatus.PENDING,
+                "input": new.input,
+                "metadata": new.metadata,
+                "callback_url": new.callback_url,
+                "max_attempts": new.max_attempts,
+                "timeout_seconds": new.timeout_seconds,
+                "due_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for job_id, new in zip(ids, new_jobs, strict=True)
+        ]
         for start in range(0, len(rows), BULK_INSERT_CHUNK):
             await conn.execute(insert(jobs), rows[start : start + BULK_INSERT_CHUNK])
-        if conn.dialect.name == "postgresql" and len(rows) >= BULK_INSERT_CHUNK:
-            # The planner should know the queue grew before the workers' claims plan against it.
-            await conn.execute(text("ANALYZE jobs"))
-    return [row["id"] for row in rows]
+    return ids
 
 
 @dataclass(frozen=True)
