@@ -5,8 +5,12 @@ fresh database gets an API key, then a real `longops serve` process starts (API 
 the bundled simulator, log level INFO as by default), a batch of 1,000 requests is created through
 the API and runs to `completed`; then `wrk` (2 threads, 64 connections, 20 s after a 3 s warm-up)
 reads that batch with the key, over loopback. Printed: requests/s, latency p50/p90/p99 (wrk's own
-latency distribution), errors (non-2xx and socket errors: any makes the run invalid), and the
-server's peak RSS (`VmHWM`). The two cores are shared by wrk, the server and PostgreSQL.
+latency distribution), errors (non-2xx and socket errors: any makes the run invalid), the server's
+CPU time per request (user + system, all its threads: steadier than requests/s on a shared machine),
+the PostgreSQL connections the server opened during the load (`pg_stat_database.sessions`: pool
+churn shows here), and the server's peak RSS (`VmHWM`). The two cores are shared by wrk, the server
+and PostgreSQL. `--profile DIR` samples the server with `py-spy record --gil` during the load (only
+the thread holding the GIL: the event loop's CPU, not idle driver threads) and prints a summary.
 
 wrk is a Debian package: `apt-get install -y wrk` (it is not a Python dependency, and no test or CI
 step needs it).
@@ -28,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +45,7 @@ from longops.store import api_keys
 from longops.store.db import open_database
 from longops.store.migrate import upgrade_database
 
-from _common import database, free_port, profiling_pid, requests_for, summarize_profile, wait_for
+from _common import database, free_port, py_spy, requests_for, summarize_profile, wait_for
 
 TARGET_RPS = 1500
 TARGET_P99_MS = 100.0
@@ -76,9 +81,7 @@ def running_server(db_url: str, workdir: Path, items: int, extra_env: dict[str, 
         **os.environ,
         "LONGOPS_DATABASE_URL": db_url,
         "LONGOPS_SIMULATOR_PROCESSING_SECONDS": "0",
-        "LONGOPS_SIMULATOR_POLL_INTERVAL_SECONDS": "0.5",
         "LONGOPS_SIMULATOR_STATE_DIR": str(workdir / "sim"),
-        "LONGOPS_SUBMIT_INTERVAL_SECONDS": "0.2",
         **extra_env,
     }
     log_path = workdir / "server.log"
@@ -162,12 +165,16 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return result
 
 
-def wrk(url: str, key: str, *, threads: int, connections: int, seconds: float) -> dict[str, Any]:
+def wrk_executable() -> str:
     exe = shutil.which("wrk")
     if exe is None:
-        raise SystemExit("this benchmark needs wrk (Debian: apt-get install -y wrk)")
+        raise SystemExit("this benchmark needs wrk, a load tool (Debian: apt-get install -y wrk)")
+    return exe
+
+
+def wrk(url: str, key: str, *, threads: int, connections: int, seconds: float) -> dict[str, Any]:
     command = [
-        exe,
+        wrk_executable(),
         f"-t{threads}",
         f"-c{connections}",
         f"-d{seconds:g}s",
@@ -180,6 +187,55 @@ def wrk(url: str, key: str, *, threads: int, connections: int, seconds: float) -
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     return parse_wrk(done.stdout)
+
+
+PY_SPY_RECORD_GIL = ("record", "--gil", "--nolineno", "--format", "raw", "--rate", "250")
+
+
+@contextlib.contextmanager
+def profiling_gil(pid: int, out: Path) -> Iterator[None]:
+    """py-spy on the server for the block, sampling only the thread that holds the GIL (``--gil``): the
+    event loop's CPU, without aiosqlite's and the thread pool's idle threads."""
+    spy = subprocess.Popen(
+        [py_spy(), *PY_SPY_RECORD_GIL, "-o", str(out), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # let it attach
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+def postgres_sessions(db_url: str) -> int | None:
+    """Sessions ever opened on this PostgreSQL database (``pg_stat_database.sessions``, PostgreSQL 14+):
+    its growth during the load is the server's connection churn. None on SQLite."""
+    if not db_url.startswith("postgres"):
+        return None
+
+    async def read() -> int | None:
+        import asyncpg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(db_url)
+        conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        try:
+            value = await conn.fetchval(
+                "SELECT sessions FROM pg_stat_database WHERE datname = $1", url.database
+            )
+            return None if value is None else int(value)
+        except asyncpg.UndefinedColumnError:
+            return None
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 def peak_rss_of(pid: int) -> float:
@@ -203,14 +259,19 @@ def run_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         wrk(url, server.key, threads=args.threads, connections=args.connections, seconds=args.warmup)
         with contextlib.ExitStack() as stack:
             if args.profile is not None:
-                stack.enter_context(profiling_pid(server.pid, args.profile / f"server-{backend}.txt"))
+                stack.enter_context(profiling_gil(server.pid, args.profile / f"server-{backend}.txt"))
+            sessions = postgres_sessions(db_url)
             cpu = psutil.Process(server.pid).cpu_times()
             result = wrk(
                 url, server.key, threads=args.threads, connections=args.connections, seconds=args.duration
             )
             cpu_after = psutil.Process(server.pid).cpu_times()
+            sessions_after = postgres_sessions(db_url)
         server_cpu = cpu_after.user + cpu_after.system - cpu.user - cpu.system
         result["server_cpu_ms_per_request"] = 1000 * server_cpu / max(result["requests"], 1)
+        result["new_connections"] = (
+            sessions_after - sessions if sessions is not None and sessions_after is not None else None
+        )
         result.update(backend=backend, peak_rss_mb=peak_rss_of(server.pid), bytes=len(check.content))
     return result
 
@@ -230,6 +291,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server; summary printed")
     args = parser.parse_args()
+    wrk_executable()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
@@ -239,15 +301,16 @@ def main() -> None:
     )
     print(
         f"{'backend':<10} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>7} {'server CPU ms/req':>18} {'server peak RSS MB':>19}  target (>= {TARGET_RPS} req/s, p99 < {TARGET_P99_MS:g} ms)"
+        f"{'errors':>7} {'server CPU ms/req':>18} {'new DB conns':>12} {'server peak RSS MB':>19}  target (>= {TARGET_RPS} req/s, p99 < {TARGET_P99_MS:g} ms)"
     )
     for backend in backends:
         r = run_case(backend, args)
         errors = r["errors"] + r["non_2xx"]
+        conns = "-" if r["new_connections"] is None else str(r["new_connections"])
         met = r["rps"] >= TARGET_RPS and r["p99_ms"] < TARGET_P99_MS and not errors
         print(
             f"{backend:<10} {r['requests']:>9} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} "
-            f"{r['p99_ms']:>8.1f} {errors:>7} {r['server_cpu_ms_per_request']:>18.2f} {r['peak_rss_mb']:>19.1f}  {'met' if met else 'NOT met'}",
+            f"{r['p99_ms']:>8.1f} {errors:>7} {r['server_cpu_ms_per_request']:>18.2f} {conns:>12} {r['peak_rss_mb']:>19.1f}  {'met' if met else 'NOT met'}",
             flush=True,
         )
         if args.profile is not None:

@@ -89,6 +89,7 @@ def serve(
         lifespan="on",
         loop=loop,
         http=http,
+        access_log=settings.access_log,
     )
     # One process per instance: the engine's leadership, workers and metrics are per process, so scale
     # out with more `longops serve` instances (PostgreSQL), not uvicorn --workers.

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
 
     leader_retry_seconds: float = Field(5.0, gt=0)
     job_lease_seconds: float = Field(30.0, gt=0)
-    worker_concurrency: int = Field(10, ge=1)
+    worker_concurrency: int = Field(50, ge=1)
     worker_poll_seconds: float = Field(1.0, gt=0)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     job_retry_backoff_seconds: float = Field(5.0, gt=0)
@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     handlers: str | None = None
     retention_days: float = Field(30.0, gt=0)
     log_level: str = "INFO"
+    access_log: bool = True
 
     def poll_interval_for(self, provider: str) -> float:
         """The bundled simulator answers in seconds, so it is polled more often than real providers."""

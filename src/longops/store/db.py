@@ -151,10 +151,12 @@ def _install_idle_ping(engine: AsyncEngine) -> None:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
-def open_database(url: str, *, pool_size: int = 20) -> Database:
+def open_database(url: str, *, pool_size: int = 24) -> Database:
     """``pool_size`` covers the engine's concurrent work (``POLL_CONCURRENCY`` 16 by default, plus the
-    API and the other loops), so that connections are reused instead of opened and closed as
-    overflow at every transaction."""
+    API and the other loops). No overflow: under asyncio, overflow connections were closed as soon
+    as they were returned while other requests still waited, so a read load opened hundreds of
+    PostgreSQL connections per second (bench/README.md, API reads); waiting for a pooled one is
+    cheaper."""
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         path = sqlite_path(url)
@@ -163,8 +165,6 @@ def open_database(url: str, *, pool_size: int = 20) -> Database:
         engine = create_async_engine(target, poolclass=NullPool if path is None else None)
         _install_sqlite_hooks(engine)
     else:
-        engine = create_async_engine(
-            target, pool_size=pool_size, max_overflow=pool_size // 2, pool_recycle=1800
-        )
+        engine = create_async_engine(target, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
         _install_idle_ping(engine)
     return Database(url=url, engine=engine)

@@ -308,7 +308,7 @@ _BATCH_VIEW_COLUMNS = (
     "stop_reason",
     "error",
 )
-_GET_BATCH = (
+_GET_BATCH = DriverQuery(
     select(
         *(jobs.c[name] for name in _BATCH_VIEW_COLUMNS),
         *(provider_batches.c[name].label(f"pb_{name}") for name in _PB_VIEW_COLUMNS),
@@ -323,11 +323,8 @@ _GET_BATCH = (
 )
 
 
-_GET_BATCH_QUERY = DriverQuery(_GET_BATCH)
-
-
 async def get_batch(db: Database, org_id: str, job_id: str) -> Batch:
-    rows = await _GET_BATCH_QUERY.all(db, job_id=job_id, org_id=org_id)
+    rows = await _GET_BATCH.all(db, job_id=job_id, org_id=org_id)
     if not rows:
         raise JobNotFound(job_id)
     pbs = [{name: row[f"pb_{name}"] for name in _PB_VIEW_COLUMNS} for row in rows if row["pb_id"] is not None]

@@ -17,7 +17,9 @@ plain parameter values (strings, numbers): their bind processors are applied, bu
 SQLAlchemy's parameter handling (no expanding ``IN``).
 
 A driver error invalidates the pooled connection (it is closed, the pool opens a fresh one), as
-SQLAlchemy does on a disconnect, and is raised as the driver's own exception.
+SQLAlchemy does on a disconnect, and is raised as the driver's own exception. These statements do
+not pass through SQLAlchemy's execution events (``before_cursor_execute``, ``echo``): the pool's
+own events (checkout, checkin) still run.
 """
 
 from __future__ import annotations
