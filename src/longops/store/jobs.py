@@ -110,23 +110,7 @@ async def _create_batch_once(db: Database, new: NewBatch) -> tuple[str, bool]:
         existing = await idempotent_match(conn, new, now)
         if existing is not None:
             return existing, True
-        job_id = new_id("job")
-        await conn.execute(
-            insert(jobs).values(
-                id=job_id,
-                org_id=new.org_id,
-                job_type=LLM_BATCH,
-                status=JobStatus.CREATED,
-                provider=new.provider,
-                metadata=new.metadata,
-                callback_url=new.callback_url,
-                idempotency_key=new.idempotency_key,
-                request_hash=new.request_hash,
-                n_total=len(new.requests),
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        job_id = await _insert_batch_job(conn, new, len(new.requests), now)
         for start in range(0, len(new.requests), INSERT_CHUNK):
             await _insert_items(conn, job_id, start, new.requests[start : start + INSERT_CHUNK], now)
         await _refresh_statistics(conn, len(new.requests))
@@ -138,6 +122,28 @@ async def _refresh_statistics(conn: AsyncConnection, inserted: int) -> None:
     large table still looks empty to the planner, ingestion's per-item lookups plan sequential scans."""
     if conn.dialect.name == "postgresql" and inserted >= ANALYZE_AFTER_ROWS:
         await conn.execute(text("ANALYZE items"))
+
+
+async def _insert_batch_job(conn: AsyncConnection, new: NewBatch, n_total: int, now: datetime) -> str:
+    """The batch's job row, ``created``; returns its new id."""
+    job_id = new_id("job")
+    await conn.execute(
+        insert(jobs).values(
+            id=job_id,
+            org_id=new.org_id,
+            job_type=LLM_BATCH,
+            status=JobStatus.CREATED,
+            provider=new.provider,
+            metadata=new.metadata,
+            callback_url=new.callback_url,
+            idempotency_key=new.idempotency_key,
+            request_hash=new.request_hash,
+            n_total=n_total,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return job_id
 
 
 async def _insert_items(
@@ -189,23 +195,7 @@ async def create_batch_streaming(
         existing = await idempotent_match(conn, new, now)
         if existing is not None:
             return existing, True
-        job_id = new_id("job")
-        await conn.execute(
-            insert(jobs).values(
-                id=job_id,
-                org_id=new.org_id,
-                job_type=LLM_BATCH,
-                status=JobStatus.CREATED,
-                provider=new.provider,
-                metadata=new.metadata,
-                callback_url=new.callback_url,
-                idempotency_key=new.idempotency_key,
-                request_hash=new.request_hash,
-                n_total=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        job_id = await _insert_batch_job(conn, new, 0, now)
         total = 0
         async for chunk in chunks:
             try:
