@@ -215,3 +215,28 @@ async def test_provider_batches_of_one_batch_ending_together_end_the_batch(make_
             assert len(batch["provider_batches"]) == 4
             assert batch["status"] == "completed", batch
             assert batch["request_counts"]["succeeded"] == 7
+
+
+async def test_batches_ending_together_keep_their_own_results_and_missing_ones_error(
+    make_settings: Any,
+) -> None:
+    """Batches completed in one transaction: the same custom_ids in each, one result lost by the
+    provider (errored ``missing_result``), one batch with a callback and one failed batch."""
+    async with harness(make_settings()) as h:
+        plain = await h.create_batch(requests_for("a0", "a1", "a2"))
+        lossy = await h.create_batch(requests_for("b0", "[sim:lost] b1", "b2"))
+        failing = await h.create_batch(requests_for("[sim:error] c0", "[sim:error] c1"))
+        await h.submitter.run_once()
+        await h.poll()
+        plain, lossy, failing = [await h.batch(b["id"]) for b in (plain, lossy, failing)]
+        assert (plain["status"], lossy["status"], failing["status"]) == ("completed", "completed", "failed")
+        assert plain["request_counts"]["succeeded"] == 3
+        assert (lossy["request_counts"]["succeeded"], lossy["request_counts"]["errored"]) == (2, 1)
+        assert failing["request_counts"]["errored"] == 2
+        assert failing["error"]["type"] == "batch_failed"
+        lossy_results = _by_custom_id(await h.results(lossy["id"]))
+        assert lossy_results["r1"]["status"] == "errored"
+        assert lossy_results["r1"]["error"]["type"] == "missing_result"
+        assert lossy_results["r2"]["response"]["content"][0]["text"].endswith("b2")
+        plain_results = _by_custom_id(await h.results(plain["id"]))
+        assert plain_results["r1"]["response"]["content"][0]["text"].endswith("a1")

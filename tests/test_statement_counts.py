@@ -7,6 +7,8 @@ per-row or per-batch query fails here on both backends instead of showing up as 
   and N = 30: the due query, the leader's fence and one executemany.
 * An ingest chunk costs the same statements whether it holds 10 results or 100, and so does the
   transaction that writes the last chunk and completes the provider batch.
+* Small batches that end in the same cycle are completed together: one transaction of the same
+  statements for 2 batches as for 12.
 """
 
 from __future__ import annotations
@@ -91,3 +93,28 @@ async def test_an_ingest_chunk_costs_the_same_statements_for_10_and_100_results(
         assert len(tx_small) == len(tx_large), (tx_small, tx_large)
     chunk = small[0]
     assert len(chunk) == 4, chunk  # fence, commit mode (PG) or open-items query (SQLite), items, counters
+
+
+async def completion_transactions(make_settings: MakeSettings, batches: int) -> list[list[str]]:
+    """Transactions of the poll cycle in which ``batches`` small batches (3 results each) end."""
+    async with harness(make_settings(), processing_seconds=0.0) as h:
+        poller = await fenced_poller(h)
+        await create(h, batches, 3)
+        await submit_all(h, batches)
+        await asyncio.sleep(h.poller_interval)
+        with TransactionLog(h.db.engine) as log:
+            await poller.run_once()
+        listed = (await h.api.get("/v1/batches", params={"limit": 100})).json()["data"]
+        assert len(listed) >= batches  # the database may hold the batches of an earlier call
+        assert {b["status"] for b in listed} == {"completed"}, listed
+        assert {b["request_counts"]["succeeded"] for b in listed} == {3}
+    return [tx for tx in log.transactions if any(s.startswith("UPDATE items SET status") for s in tx)]
+
+
+async def test_small_batches_ending_in_one_cycle_are_completed_in_one_transaction(
+    make_settings: MakeSettings,
+) -> None:
+    two = await completion_transactions(make_settings, 2)
+    twelve = await completion_transactions(make_settings, 12)
+    assert len(two) == len(twelve) == 1, (two, twelve)
+    assert len(two[0]) == len(twelve[0]), (two[0], twelve[0])

@@ -10,6 +10,11 @@ Invariants:
   when the whole stream has been read is the provider batch marked completed (in the transaction of
   the last chunk). A stream cut midway leaves it running; the next cycle streams again and writes
   only what is still missing.
+* The last chunks of the batches that end in one cycle are written and completed together
+  (:mod:`longops.store.completion`): a transaction of a constant number of statements per
+  ``INGEST_CHUNK_SIZE`` results, not per batch, so a thousand small batches cost about as much as
+  one batch of the same items. A failed group transaction leaves all of its batches running, due
+  again at once (an ended batch has no next poll time recorded), and the next cycle redoes them.
 * Reading overlaps writing: while one chunk is written, the next is read and parsed. Chunks are
   still written one at a time and in stream order, and memory stays bounded: per ingesting batch,
   the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
@@ -17,6 +22,9 @@ Invariants:
 * One cycle costs a constant number of statements for the batches that did not end: one query for
   the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
   transaction).
+* Memory stays bounded with the groups too: a group is handed to its write as soon as it holds
+  ``INGEST_CHUNK_SIZE`` results or ``_CHUNK_BYTES`` of response text, one group is written at a
+  time, and a poll that fills a group while two are already waiting waits for the write.
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ from longops.providers.base import Provider, ProviderBatchInfo, ProviderError, P
 from longops.providers.registry import ProviderRegistry
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
+from longops.store.completion import EndedBatch, complete_ended_batches
 from longops.store.db import Database, defer_commit_flush
-from longops.store.items import close_items, ingest_results
+from longops.store.items import ItemSpan, close_items, ingest_results
 from longops.store.transitions import finalize_batch_if_done
 from longops.store.types import utcnow
 
@@ -50,8 +59,6 @@ log = logging.getLogger(__name__)
 # cut at INGEST_CHUNK_SIZE results or at this many characters, whichever comes first).
 _READ_AHEAD = 1
 _CHUNK_BYTES = 8 * 1024 * 1024
-
-MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
 
 
 @dataclass
@@ -80,12 +87,16 @@ class Poller:
         due = await pbs.due_polls(self._db, now, self._settings.poll_batch_size)
         stats = CycleStats()
         gate = asyncio.Semaphore(self._settings.poll_concurrency)
+        completions = _Completions(self._db, self._settings.ingest_chunk_size, stats)
 
         async def poll(pb: RowMapping) -> pbs.PollRecord | None:
             async with gate:
-                return await self._poll_one(pb, stats)
+                return await self._poll_one(pb, stats, completions)
 
-        outcomes = await asyncio.gather(*(poll(pb) for pb in due))
+        try:
+            outcomes = await asyncio.gather(*(poll(pb) for pb in due))
+        finally:
+            await completions.flush()  # what ended is written even when another poll failed
         await pbs.record_polls(self._db, [r for r in outcomes if r is not None], utcnow())
         elapsed = time.perf_counter() - started
         self._record(stats, elapsed)
@@ -113,7 +124,9 @@ class Poller:
                 elapsed,
             )
 
-    async def _poll_one(self, pb: RowMapping, stats: CycleStats) -> pbs.PollRecord | None:
+    async def _poll_one(
+        self, pb: RowMapping, stats: CycleStats, completions: _Completions
+    ) -> pbs.PollRecord | None:
         provider = self._providers.get(pb["provider"])
         if provider is None:
             log.warning("provider %r of %s is not configured here; will retry", pb["provider"], pb["id"])
@@ -131,7 +144,7 @@ class Poller:
             if info.phase == ProviderPhase.FAILED:
                 await self._provider_failed(pb, info)
             else:
-                stats.items_ingested += await self._ingest(provider, pb, info)
+                stats.items_ingested += await self._ingest(provider, pb, info, completions)
             stats.ended += 1
             return None
         except ProviderError as exc:
@@ -167,12 +180,15 @@ class Poller:
             error=error,
         )
 
-    async def _ingest(self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo) -> int:
-        """Stream every result into items, then close the provider batch. Returns items written.
+    async def _ingest(
+        self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo, completions: _Completions
+    ) -> int:
+        """Stream every result into items and hand the last chunk to ``completions``, which
+        completes the provider batch. Returns the items written here (the last chunk's are counted
+        when its group is written).
 
         A reader task fills a queue of at most ``_READ_AHEAD`` chunks while this task writes them in
-        order; the last chunk is written in the transaction that completes the provider batch. A
-        broken stream reaches this task through the queue, after the chunks read before it.
+        order. A broken stream reaches this task through the queue, after the chunks read before it.
         """
         queue: asyncio.Queue[_Chunk | BaseException] = asyncio.Queue(maxsize=_READ_AHEAD)
         reader = asyncio.create_task(self._read(provider, pb, info, queue))
@@ -183,7 +199,9 @@ class Poller:
                 if isinstance(item, BaseException):
                     raise item
                 if item.last:
-                    return written + await self._complete(pb, info.processing_status, item.results)
+                    ended = EndedBatch(pb["id"], pb["job_id"], info.processing_status, item.results)
+                    await completions.add(ended)
+                    return written
                 written += await self._write_chunk(pb["job_id"], item.results)
         finally:
             if not reader.done():
@@ -238,25 +256,68 @@ class Poller:
         async with self._db.write() as conn:
             if await pbs.fail_provider_batch(conn, pb["id"], error, now):
                 await close_items(
-                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, pb_id=pb["id"]
+                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, span=ItemSpan.of(pb)
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
-
-    async def _complete(self, pb: RowMapping, processing_status: str, last: list[ProviderResult]) -> int:
-        """Write the stream's last chunk and mark the provider batch completed, in one transaction;
-        items the provider returned nothing for are errored. Returns items written from ``last``."""
-        now = utcnow()
-        async with self._db.write() as conn:
-            changed = await ingest_results(conn, pb["job_id"], last, now)
-            if await pbs.complete_provider_batch(conn, pb["id"], processing_status, now):
-                await close_items(
-                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=MISSING_RESULT, now=now, pb_id=pb["id"]
-                )
-                await finalize_batch_if_done(conn, pb["job_id"], now)
-        return sum(changed.values())
 
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     results: list[ProviderResult]
     last: bool  # the stream has ended after these
+
+
+class _Completions:
+    """The ended batches of one poll cycle, completed together (see the module docstring).
+
+    A full group is written in a background task while the next one fills, so the polls that end
+    meanwhile keep reading instead of waiting for the database; groups are still written one at a
+    time, in order (the next hand-over waits for the write before it). In memory at most: the group
+    being written, the one waiting for it, and the one filling. :meth:`flush` writes the rest and
+    waits, at the end of the cycle; a failed write is raised there or at the next hand-over.
+    """
+
+    def __init__(self, db: Database, max_results: int, stats: CycleStats) -> None:
+        self._db = db
+        self._max_results = max_results
+        self._stats = stats
+        self._lock = asyncio.Lock()
+        self._pending: list[EndedBatch] = []
+        self._results = 0
+        self._bytes = 0
+        self._writing: asyncio.Task[None] | None = None
+
+    def _full(self) -> bool:
+        return self._results >= self._max_results or self._bytes >= _CHUNK_BYTES
+
+    async def add(self, ended: EndedBatch) -> None:
+        self._pending.append(ended)
+        self._results += len(ended.last_results)
+        self._bytes += sum(len(r.response_json or "") for r in ended.last_results)
+        if self._full():
+            async with self._lock:
+                if self._full():  # not handed over by another poll while this one waited
+                    await self._hand_over()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await self._hand_over()
+            await self._wait_for_write()
+
+    async def _hand_over(self) -> None:
+        """Start writing the pending group, once the previous write is done (the lock is held)."""
+        if not self._pending:
+            return
+        group, self._pending, self._results, self._bytes = self._pending, [], 0, 0
+        await self._wait_for_write()
+        self._writing = asyncio.create_task(self._write(group))
+
+    async def _wait_for_write(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _write(self, group: list[EndedBatch]) -> None:
+        async with self._db.write() as conn:
+            written = await complete_ended_batches(conn, group, utcnow())
+        self._stats.items_ingested += written

@@ -37,7 +37,7 @@ from longops.providers.registry import ProviderRegistry
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
 from longops.store.db import Database
-from longops.store.items import close_items
+from longops.store.items import ItemSpan, close_items
 from longops.store.jobs import CANCELLED_ERROR
 from longops.store.transitions import finalize_batch_if_done, start_job
 from longops.store.types import utcnow
@@ -238,7 +238,7 @@ class Submitter:
         async with self._db.write() as conn:
             if await pbs.fail_provider_batch(conn, pb["id"], error, now):
                 await close_items(
-                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, pb_id=pb["id"]
+                    conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, span=ItemSpan.of(pb)
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
 
@@ -252,7 +252,7 @@ class Submitter:
                     to=ItemStatus.CANCELLED,
                     error=CANCELLED_ERROR,
                     now=now,
-                    pb_id=pb["id"],
+                    span=ItemSpan.of(pb),
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
 

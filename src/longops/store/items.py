@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import RowMapping, bindparam, or_, select, text, update
+from sqlalchemy import RowMapping, and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.statuses import FINAL_ITEM_STATUSES, ItemStatus
 from longops.providers.base import ProviderResult
 from longops.store.db import Database
-from longops.store.tables import item_status_in, items
+from longops.store.tables import items
 from longops.store.transitions import add_item_counts
 from longops.store.views import result_line
 
@@ -81,75 +82,93 @@ async def stream_result_lines(db: Database, job_id: str, chunk_size: int = 2000)
 async def ingest_results(
     conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
 ) -> Counter[ItemStatus]:
-    """Write one chunk of provider results; returns how many items became final, by status.
+    """Write one chunk of one job's provider results; returns how many items became final, by status.
 
-    Idempotent: only items still open are written, so a chunk replayed after a crash or a re-streamed
-    result file changes nothing twice, and only the rows actually changed are added to the job's
-    counters (in the same transaction). A constant number of statements per chunk, whatever its size.
+    The one-job case of :func:`ingest_chunks`, counters included."""
+    changed = await ingest_chunks(conn, {job_id: results}, now)
+    counts = changed.get(job_id, Counter())
+    await add_item_counts(conn, changed, now)
+    return counts
+
+
+async def ingest_chunks(
+    conn: AsyncConnection, chunks: Mapping[str, Sequence[ProviderResult]], now: datetime
+) -> dict[str, Counter[ItemStatus]]:
+    """Write provider results of one or more jobs (``chunks`` maps a job id to its results).
+
+    Returns, per job, how many of its items became final, by status; the caller adds them to the
+    job counters (:func:`~longops.store.transitions.add_item_counts`) in the same transaction.
+    Idempotent: only items still open are written, so a chunk replayed after a crash or a
+    re-streamed result file changes nothing twice, and only the rows actually changed are counted.
+    Two statements at most, whatever the number of jobs and results.
     """
-    if not results:
-        return Counter()
+    if not any(chunks.values()):
+        return {}
     if conn.dialect.name == "postgresql":
-        changed = await _ingest_postgres(conn, job_id, results, now)
-    else:
-        changed = await _ingest_portable(conn, job_id, results, now)
-    await add_item_counts(conn, job_id, changed, now)
-    return changed
+        return await _ingest_postgres(conn, chunks, now)
+    return await _ingest_portable(conn, chunks, now)
 
 
 _PG_INGEST = text(
     """
     UPDATE items
     SET status = v.status, response = v.response, error = v.error::json, updated_at = :now
-    FROM unnest(CAST(:custom_ids AS text[]), CAST(:statuses AS text[]), CAST(:responses AS text[]),
-                CAST(:errors AS text[])) AS v(custom_id, status, response, error)
-    WHERE items.job_id = :job_id AND items.custom_id = v.custom_id AND items.status IN ('pending', 'running')
-    RETURNING items.status
+    FROM unnest(CAST(:job_ids AS text[]), CAST(:custom_ids AS text[]), CAST(:statuses AS text[]),
+                CAST(:responses AS text[]), CAST(:errors AS text[]))
+         AS v(job_id, custom_id, status, response, error)
+    WHERE items.job_id = v.job_id AND items.custom_id = v.custom_id
+      AND items.status IN ('pending', 'running')
+    RETURNING items.job_id, items.status
     """
 ).bindparams(bindparam("now", type_=items.c.updated_at.type))
 
 
 async def _ingest_postgres(
-    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
-) -> Counter[ItemStatus]:
+    conn: AsyncConnection, chunks: Mapping[str, Sequence[ProviderResult]], now: datetime
+) -> dict[str, Counter[ItemStatus]]:
     """One ``UPDATE … FROM unnest(…) RETURNING``: row locks make a concurrent writer of the same
     items wait and then skip them (they are no longer open), so nothing is counted twice."""
+    pairs = [(job_id, r) for job_id, results in chunks.items() for r in results]
     rows = await conn.execute(
         _PG_INGEST,
         {
             "now": now,
-            "job_id": job_id,
-            "custom_ids": [r.custom_id for r in results],
-            "statuses": [r.status.value for r in results],
-            "responses": [r.response_json for r in results],
-            "errors": [json.dumps(r.error) if r.error is not None else None for r in results],
+            "job_ids": [job_id for job_id, _ in pairs],
+            "custom_ids": [r.custom_id for _, r in pairs],
+            "statuses": [r.status.value for _, r in pairs],
+            "responses": [r.response_json for _, r in pairs],
+            "errors": [json.dumps(r.error) if r.error is not None else None for _, r in pairs],
         },
     )
-    return Counter(ItemStatus(status) for status in rows.scalars())
+    changed: dict[str, Counter[ItemStatus]] = {}
+    for job_id, status in rows:
+        changed.setdefault(job_id, Counter())[ItemStatus(status)] += 1
+    return changed
 
 
 async def _ingest_portable(
-    conn: AsyncConnection, job_id: str, results: Sequence[ProviderResult], now: datetime
-) -> Counter[ItemStatus]:
+    conn: AsyncConnection, chunks: Mapping[str, Sequence[ProviderResult]], now: datetime
+) -> dict[str, Counter[ItemStatus]]:
     """SQLite: find the open items, then one executemany. The database has a single writer (the
     write transaction holds SQLite's lock), so what the first statement finds open stays open."""
-    by_custom_id = {result.custom_id: result for result in results}
-    open_ids = (
-        await conn.execute(
-            select(items.c.custom_id).where(
-                items.c.job_id == job_id,
-                items.c.custom_id.in_(list(by_custom_id)),
-                item_status_in(OPEN_ITEM_STATUSES),
-            )
+    wanted = {(job_id, r.custom_id): r for job_id, results in chunks.items() for r in results}
+    # (job_id IN …) AND (custom_id IN …) is a superset of the wanted pairs; the exact ones are kept.
+    found = await conn.execute(
+        select(items.c.job_id, items.c.custom_id).where(
+            items.c.job_id.in_(list(chunks)),
+            items.c.custom_id.in_({custom_id for _, custom_id in wanted}),
+            items.c.status.in_(OPEN_ITEM_STATUSES),
         )
-    ).scalars()
-    changes = [by_custom_id[custom_id] for custom_id in open_ids]
+    )
+    changes = [
+        (job_id, wanted[job_id, custom_id]) for job_id, custom_id in found if (job_id, custom_id) in wanted
+    ]
     if not changes:
-        return Counter()
+        return {}
     await conn.execute(
         update(items)
         .where(
-            items.c.job_id == job_id,
+            items.c.job_id == bindparam("b_job_id"),
             items.c.custom_id == bindparam("b_custom_id"),
             # executemany cannot expand IN lists
             or_(*(items.c.status == status for status in OPEN_ITEM_STATUSES)),
@@ -162,15 +181,34 @@ async def _ingest_portable(
         ),
         [
             {
+                "b_job_id": job_id,
                 "b_custom_id": change.custom_id,
                 "b_status": change.status.value,
                 "b_response": change.response_json,
                 "b_error": change.error,
             }
-            for change in changes
+            for job_id, change in changes
         ],
     )
-    return Counter(change.status for change in changes)
+    changed: dict[str, Counter[ItemStatus]] = {}
+    for job_id, change in changes:
+        changed.setdefault(job_id, Counter())[change.status] += 1
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSpan:
+    """Where one provider batch's items are: its job, and the ``seq`` range they occupy."""
+
+    pb_id: str
+    job_id: str
+    first_seq: int
+    last_seq: int
+
+    @classmethod
+    def of(cls, pb: RowMapping) -> ItemSpan:
+        """The span of a ``provider_batches`` row."""
+        return cls(pb["id"], pb["job_id"], pb["first_seq"], pb["last_seq"])
 
 
 async def close_items(
@@ -181,16 +219,55 @@ async def close_items(
     error: dict[str, str],
     now: datetime,
     from_statuses: Sequence[ItemStatus] = OPEN_ITEM_STATUSES,
-    pb_id: str | None = None,
+    span: ItemSpan | None = None,
 ) -> int:
-    """Give items still in ``from_statuses`` the final status ``to`` and count them on the job.
+    """Give the job's items still in ``from_statuses`` (only those of ``span``, if given) the final
+    status ``to``, and count them on the job."""
+    if span is not None:
+        changed = await close_open_items(conn, [span], to=to, error=error, now=now)
+    else:
+        result = await conn.execute(
+            update(items)
+            .where(items.c.job_id == job_id, items.c.status.in_(from_statuses))
+            .values(status=to, error=error, updated_at=now)
+        )
+        changed = {job_id: Counter({to: int(result.rowcount)})}
+    await add_item_counts(conn, changed, now)
+    return sum(changed.get(job_id, Counter()).values())
 
-    The job's open items are found through ``ix_items_job_id_seq_open`` (``from_statuses`` are open
-    statuses), so a provider batch that ends with every result written costs an index probe."""
-    query = update(items).where(items.c.job_id == job_id, item_status_in(from_statuses))
-    if pb_id is not None:
-        query = query.where(items.c.provider_batch_id == pb_id)
-    result = await conn.execute(query.values(status=to, error=error, updated_at=now))
-    changed = int(result.rowcount)
-    await add_item_counts(conn, job_id, Counter({to: changed}), now)
+
+async def close_open_items(
+    conn: AsyncConnection,
+    spans: Sequence[ItemSpan],
+    *,
+    to: ItemStatus,
+    error: dict[str, str],
+    now: datetime,
+) -> dict[str, Counter[ItemStatus]]:
+    """Give the still-open items of these provider batches the final status ``to``; returns how many
+    changed per job, for the caller to add to the job counters in the same transaction. Each batch's
+    items are found by its ``seq`` range (``uq_items_job_id_seq``)."""
+    if not spans:
+        return {}
+    result = await conn.execute(
+        update(items)
+        .where(
+            or_(
+                *(
+                    and_(
+                        items.c.job_id == span.job_id,
+                        items.c.seq.between(span.first_seq, span.last_seq),
+                        items.c.provider_batch_id == span.pb_id,
+                    )
+                    for span in spans
+                )
+            ),
+            items.c.status.in_(OPEN_ITEM_STATUSES),
+        )
+        .values(status=to, error=error, updated_at=now)
+        .returning(items.c.job_id)
+    )
+    changed: dict[str, Counter[ItemStatus]] = {}
+    for job_id in result.scalars():
+        changed.setdefault(job_id, Counter())[to] += 1
     return changed

@@ -8,7 +8,7 @@ provider's list of batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from longops.domain.ids import new_id
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus
 from longops.store.db import Database
-from longops.store.tables import item_status_in, items, jobs, provider_batches
+from longops.store.items import ItemSpan
+from longops.store.tables import items, jobs, provider_batches
 from longops.store.views import LLM_BATCH
 
 
@@ -275,8 +276,8 @@ async def record_submitted(
         update(items)
         .where(
             items.c.job_id == job_id,
-            items.c.seq.between(seqs.first_seq, seqs.last_seq),  # ix_items_job_id_seq_open
-            item_status_in((ItemStatus.PENDING,)),
+            items.c.seq.between(seqs.first_seq, seqs.last_seq),  # uq_items_job_id_seq
+            items.c.status == ItemStatus.PENDING,
             items.c.provider_batch_id == pb_id,
         )
         .values(status=ItemStatus.RUNNING, attempts=items.c.attempts + 1, updated_at=now)
@@ -298,24 +299,43 @@ async def fail_provider_batch(
     return result.rowcount == 1
 
 
-async def complete_provider_batch(
-    conn: AsyncConnection, pb_id: str, processing_status: str, now: datetime
-) -> bool:
-    """running → completed, once every result is ingested; this is also the batch's last poll."""
-    result = await conn.execute(
-        update(provider_batches)
-        .where(provider_batches.c.id == pb_id, provider_batches.c.status == ProviderBatchStatus.RUNNING)
-        .values(
-            status=ProviderBatchStatus.COMPLETED,
-            processing_status=processing_status,
-            last_polled_at=now,
-            poll_errors=0,
-            ended_at=now,
-            error=None,
-            updated_at=now,
+async def complete_provider_batches(
+    conn: AsyncConnection, ended: Mapping[str, str], now: datetime
+) -> list[ItemSpan]:
+    """running → completed (CAS), once every result is ingested; this is also their last poll.
+
+    ``ended`` maps a provider batch id to the provider's final word for it (``processing_status``).
+    Returns the item spans of those this call completed: one statement per distinct final word
+    (usually one)."""
+    by_status: dict[str, list[str]] = {}
+    for pb_id, processing_status in ended.items():
+        by_status.setdefault(processing_status, []).append(pb_id)
+    completed: list[ItemSpan] = []
+    for processing_status, pb_ids in by_status.items():
+        result = await conn.execute(
+            update(provider_batches)
+            .where(
+                provider_batches.c.id.in_(pb_ids),
+                provider_batches.c.status == ProviderBatchStatus.RUNNING,
+            )
+            .values(
+                status=ProviderBatchStatus.COMPLETED,
+                processing_status=processing_status,
+                last_polled_at=now,
+                poll_errors=0,
+                ended_at=now,
+                error=None,
+                updated_at=now,
+            )
+            .returning(
+                provider_batches.c.id,
+                provider_batches.c.job_id,
+                provider_batches.c.first_seq,
+                provider_batches.c.last_seq,
+            )
         )
-    )
-    return result.rowcount == 1
+        completed.extend(ItemSpan(*row) for row in result)
+    return completed
 
 
 async def due_polls(db: Database, now: datetime, limit: int) -> Sequence[RowMapping]:

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, literal, select, update
+from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.outcome import RequestCounts, batch_outcome
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus, StopReason, allowed_from
 from longops.store.events import enqueue_terminal_events
-from longops.store.tables import item_status_in, items, jobs, provider_batches
+from longops.store.tables import jobs, provider_batches
 
 # A terminal job holds no lease and is never due again (see store/job_queue.py).
 LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "due_at": None}
@@ -83,12 +83,15 @@ async def finish_jobs(
     *,
     stop_reason: StopReason | None = None,
     conditions: Sequence[ColumnElement[bool]] = (),
+    with_callback: Collection[str] | None = None,
 ) -> list[str]:
     """The bulk twin of :func:`finish_job`: many jobs to ``target`` in one statement (CAS per row).
 
     ``rows`` maps each job id to its own column values (e.g. ``result``, ``error``); a column a row
     does not name keeps its value, except ``error``, NULL by default as in :func:`finish_job`. Returns
     the ids whose CAS won, and writes their webhook events in the same transaction (one statement).
+    ``with_callback`` (the caller read the locked job rows): the ids that have a ``callback_url``;
+    the events statement is skipped when no winner has one.
     """
     assert target.is_terminal
     if not rows:
@@ -119,21 +122,36 @@ async def finish_jobs(
         .returning(jobs.c.id)
     )
     finished = list(result.scalars().all())
-    await enqueue_terminal_events(conn, finished, target, now)
+    if with_callback is None:
+        await enqueue_terminal_events(conn, finished, target, now)
+    else:
+        await enqueue_terminal_events(conn, [i for i in finished if i in with_callback], target, now)
     return finished
 
 
 async def add_item_counts(
-    conn: AsyncConnection, job_id: str, changed: Counter[ItemStatus], now: datetime
+    conn: AsyncConnection, changed: Mapping[str, Counter[ItemStatus]], now: datetime
 ) -> None:
-    """Add newly final items to the job's request counters (exact: callers count only rows they changed)."""
-    values: dict[str, Any] = {
-        _COUNTER_COLUMNS[status]: jobs.c[_COUNTER_COLUMNS[status]] + count
-        for status, count in changed.items()
-        if count and status in _COUNTER_COLUMNS
-    }
-    if values:
-        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=now, **values))
+    """Add newly final items to their jobs' request counters (exact: callers count only rows they
+    changed). One executemany for any number of jobs, in job id order: concurrent transactions lock
+    job rows in the same order."""
+    rows = [
+        {
+            "b_id": job_id,
+            **{f"b_{column}": counts.get(status, 0) for status, column in _COUNTER_COLUMNS.items()},
+        }
+        for job_id, counts in sorted(changed.items())
+        if any(counts.get(status, 0) for status in _COUNTER_COLUMNS)
+    ]
+    if rows:
+        await conn.execute(_ADD_COUNTS.values(updated_at=now), rows)
+
+
+_ADD_COUNTS = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"))
+    .values({column: jobs.c[column] + bindparam(f"b_{column}") for column in _COUNTER_COLUMNS.values()})
+)
 
 
 def _count(table: Any, *where: ColumnElement[bool]) -> Any:
@@ -141,72 +159,103 @@ def _count(table: Any, *where: ColumnElement[bool]) -> Any:
 
 
 async def finalize_batch_if_done(conn: AsyncConnection, job_id: str, now: datetime) -> JobStatus | None:
-    """End a batch whose provider batches have all ended; return its new status, or None if not done.
+    """End a batch whose provider batches have all ended; return its new status, or None if not done."""
+    return (await finalize_batches_if_done(conn, [job_id], now)).get(job_id)
 
-    The job row is locked (and read) first: provider batches of one job may complete in concurrent
-    transactions, and without the lock each could see the other still running and neither would
-    end the batch. With it, the later one waits, then sees the earlier one's commit in the next
-    statement, which counts open and failed provider batches and looks for open items at once.
-    Three statements when the batch ends (lock, counts, the CAS with its events), two otherwise.
+
+async def finalize_batches_if_done(
+    conn: AsyncConnection, job_ids: Collection[str], now: datetime
+) -> dict[str, JobStatus]:
+    """End the batches among ``job_ids`` whose provider batches have all ended; return their new statuses.
+
+    The job rows are locked (and read) first, in id order: provider batches of one job may complete
+    in concurrent transactions, and without the lock each could see the other still running and
+    neither would end the batch. With it, the later one waits, then sees the earlier one's commit
+    in the next statement, which counts open and failed provider batches for every job at once.
+    Open items are read off the locked row's request counters, which are exact (every write of a
+    final item status adds what it changed, in its own transaction). Then one compare-and-set (with
+    its events) per terminal status reached.
     """
-    job = (
-        (await conn.execute(select(*_FINALIZE_COLUMNS).where(jobs.c.id == job_id).with_for_update()))
-        .mappings()
-        .one()
-    )
-    if JobStatus(job["status"]).is_terminal:
-        return None
-    # A new statement, so a new snapshot (READ COMMITTED) taken after the lock above was granted.
-    open_pbs, failed_pbs, open_items = (
-        await conn.execute(
-            select(
-                _count(
-                    provider_batches,
-                    provider_batches.c.job_id == job_id,
-                    provider_batches.c.status.in_((ProviderBatchStatus.CREATED, ProviderBatchStatus.RUNNING)),
-                ),
-                _count(
-                    provider_batches,
-                    provider_batches.c.job_id == job_id,
-                    provider_batches.c.status == ProviderBatchStatus.FAILED,
-                ),
-                select(literal(1))
-                .where(items.c.job_id == job_id, item_status_in((ItemStatus.PENDING, ItemStatus.RUNNING)))
-                .exists(),
+    if not job_ids:
+        return {}
+    locked = (
+        (
+            await conn.execute(
+                select(*_FINALIZE_COLUMNS)
+                .where(jobs.c.id.in_(sorted(job_ids)))
+                .order_by(jobs.c.id)
+                .with_for_update()
             )
         )
-    ).one()
-    if open_pbs or open_items:
-        return None
-    counts = RequestCounts(
-        total=job["n_total"],
-        succeeded=job["n_succeeded"],
-        errored=job["n_errored"],
-        cancelled=job["n_cancelled"],
-        expired=job["n_expired"],
+        .mappings()
+        .all()
     )
-    outcome = batch_outcome(
-        counts,
-        cancel_requested=job["cancel_requested_at"] is not None,
-        any_provider_batch_failed=bool(failed_pbs),
+    open_jobs = {
+        job["id"]: job for job in locked if not JobStatus(job["status"]).is_terminal and not _open_items(job)
+    }
+    if not open_jobs:
+        return {}
+    # A new statement, so a new snapshot (READ COMMITTED) taken after the locks above were granted.
+    states = await conn.execute(
+        select(
+            jobs.c.id,
+            _count(
+                provider_batches,
+                provider_batches.c.job_id == jobs.c.id,
+                provider_batches.c.status.in_((ProviderBatchStatus.CREATED, ProviderBatchStatus.RUNNING)),
+            ),
+            _count(
+                provider_batches,
+                provider_batches.c.job_id == jobs.c.id,
+                provider_batches.c.status == ProviderBatchStatus.FAILED,
+            ),
+        ).where(jobs.c.id.in_(list(open_jobs)))
     )
-    error = None
-    if outcome.status == JobStatus.FAILED:
-        error = {"type": "batch_failed", "message": f"no request succeeded ({counts.errored} errored)"}
-    if await finish_job(
-        conn,
-        job_id,
-        outcome.status,
-        now,
-        stop_reason=outcome.stop_reason,
-        error=error,
-        has_callback=job["callback_url"] is not None,
-    ):
-        return outcome.status
-    return None
+    ending: dict[tuple[JobStatus, StopReason | None], dict[str, dict[str, Any]]] = {}
+    for job_id, open_pbs, failed_pbs in states:
+        if open_pbs:
+            continue
+        job = open_jobs[job_id]
+        counts = RequestCounts(
+            total=job["n_total"],
+            succeeded=job["n_succeeded"],
+            errored=job["n_errored"],
+            cancelled=job["n_cancelled"],
+            expired=job["n_expired"],
+        )
+        outcome = batch_outcome(
+            counts,
+            cancel_requested=job["cancel_requested_at"] is not None,
+            any_provider_batch_failed=bool(failed_pbs),
+        )
+        values: dict[str, Any] = {}  # error is NULL unless named
+        if outcome.status == JobStatus.FAILED:
+            message = f"no request succeeded ({counts.errored} errored)"
+            values["error"] = {"type": "batch_failed", "message": message}
+        ending.setdefault((outcome.status, outcome.stop_reason), {})[job_id] = values
+    with_callback = {job_id for job_id, job in open_jobs.items() if job["callback_url"] is not None}
+    ended: dict[str, JobStatus] = {}
+    for (status, stop_reason), rows in ending.items():
+        won = await finish_jobs(conn, status, now, rows, stop_reason=stop_reason, with_callback=with_callback)
+        ended.update(dict.fromkeys(won, status))
+    return ended
+
+
+def _open_items(job: RowMapping) -> int:
+    return int(job["n_total"]) - sum(int(job[column]) for column in _COUNTER_COLUMNS.values())
+
+
+async def jobs_with_open_items(conn: AsyncConnection, job_ids: Collection[str]) -> set[str]:
+    """Which of these jobs still have items that are not final (by their exact request counters)."""
+    if not job_ids:
+        return set()
+    finals = sum((jobs.c[column] for column in _COUNTER_COLUMNS.values()), literal(0))
+    rows = await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)), jobs.c.n_total > finals))
+    return set(rows.scalars())
 
 
 _FINALIZE_COLUMNS = (
+    jobs.c.id,
     jobs.c.status,
     jobs.c.n_total,
     jobs.c.n_succeeded,

@@ -19,6 +19,8 @@ Markers in the text of the last user message override an item's outcome (the fir
 * ``[sim:error]`` — errored with ``overloaded_error``
 * ``[sim:error=TYPE]`` — errored with that error type, e.g. ``[sim:error=invalid_request_error]``
 * ``[sim:expire]`` — expired
+* ``[sim:lost]`` — counted as succeeded, but its line is missing from the results (a provider that
+  loses a result)
 * ``[sim:slow]`` — never finishes on its own: the batch stays ``in_progress`` until it is cancelled
   (the item becomes ``canceled``), expires, or is finished through the control endpoint (``expired``)
 

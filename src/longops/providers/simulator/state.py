@@ -47,7 +47,7 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 DAY_SECONDS = 24 * 3600.0
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_MARKER = re.compile(r"\[sim:(slow|expire|error)(?:=([a-z_]+))?\]")
+_MARKER = re.compile(r"\[sim:(slow|expire|lost|error)(?:=([a-z_]+))?\]")
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -135,7 +135,7 @@ def derive_item(custom_id: str, params: dict[str, Any], error_rate: float) -> Si
     outcome, error_type, error_message = "succeeded", None, None
     marker = _MARKER.search(text)
     if marker is not None and marker.group(1) != "error":
-        outcome = "slow" if marker.group(1) == "slow" else "expired"
+        outcome = {"slow": "slow", "expire": "expired", "lost": "lost"}[marker.group(1)]
     elif marker is not None or error_roll(custom_id) < error_rate:
         error_type = (marker.group(2) if marker else None) or "overloaded_error"
         outcome = "errored"
@@ -207,7 +207,7 @@ class ItemFile:
                 yield SimItem(*orjson.loads(line))
 
 
-_CODES = {"succeeded": "s", "errored": "e", "expired": "x", "slow": "w"}
+_CODES = {"succeeded": "s", "errored": "e", "expired": "x", "slow": "w", "lost": "l"}
 
 
 def outcome_codes(items: Iterable[SimItem]) -> str:
@@ -274,7 +274,8 @@ class SimBatch:
         finished, leftover = self._ending()
         head = self.codes[:finished]
         counts = _counts()
-        counts.update(succeeded=head.count("s"), errored=head.count("e"), expired=head.count("x"))
+        succeeded = head.count("s") + head.count("l")  # a lost result was counted, then dropped
+        counts.update(succeeded=succeeded, errored=head.count("e"), expired=head.count("x"))
         counts[leftover] += self.request_count - sum(counts.values())
         return counts
 
@@ -463,7 +464,11 @@ class SimulatorState:
             raise SimApiError(
                 400, "invalid_request_error", f"Message batch {batch_id!r} has not finished processing yet"
             )
-        return (result_line(batch.id, item, result_type) for item, result_type in batch.outcomes())
+        return (
+            result_line(batch.id, item, result_type)
+            for item, result_type in batch.outcomes()
+            if result_type != "lost"
+        )
 
     def __len__(self) -> int:
         return len(self._batches)
