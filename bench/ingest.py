@@ -2,7 +2,8 @@
 
 Workloads (results of about 1 KB each): one batch of 100,000 items, and 1,000 batches of 100
 items, on SQLite and on PostgreSQL. Batches are created and submitted first; then a fresh process
-runs only the poller until every batch has ended, so its peak RSS is the ingestion's own. The
+runs only the poller until every batch has ended, so its peak RSS is the ingestion's own. It runs
+on the event loop `longops engine` runs on (uvloop when installed). The
 poller writes through a database view fenced by a leadership term, as the engine's leader does.
 
     python bench/ingest.py                      # everything
@@ -29,6 +30,7 @@ from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
 from longops.engine.submitter import Submitter
 from longops.providers.registry import build_registry
+from longops.server import engine_loop_factory
 from longops.settings import Settings
 from longops.store.db import open_database
 from longops.store.jobs import NewBatch, create_batch
@@ -165,7 +167,9 @@ def main() -> None:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     if args.child:
-        print(json.dumps(asyncio.run(ingest(bench_settings(*args.child)))))
+        # On the event loop the engine runs on (uvloop when installed), as `longops engine` does.
+        with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
+            print(json.dumps(runner.run(ingest(bench_settings(*args.child)))))
         return
     shapes = {"big": [(1, args.items)], "small": [(1000, 100)], "both": [(1, args.items), (1000, 100)]}[
         args.shape

@@ -79,7 +79,7 @@ async def ingest_transactions(make_settings: MakeSettings, chunk_size: int) -> l
         batch = (await h.api.get("/v1/batches")).json()["data"][0]
         assert batch["status"] == "completed", batch
         assert batch["request_counts"]["succeeded"] == 4 * chunk_size
-    return [tx for tx in log.transactions if any(s.startswith("UPDATE items SET status") for s in tx)]
+    return [tx for tx in log.transactions if any("UPDATE items SET status" in s for s in tx)]
 
 
 async def test_an_ingest_chunk_costs_the_same_statements_for_10_and_100_results(
@@ -108,7 +108,7 @@ async def completion_transactions(make_settings: MakeSettings, batches: int) -> 
         assert len(listed) >= batches  # the database may hold the batches of an earlier call
         assert {b["status"] for b in listed} == {"completed"}, listed
         assert {b["request_counts"]["succeeded"] for b in listed} == {3}
-    return [tx for tx in log.transactions if any(s.startswith("UPDATE items SET status") for s in tx)]
+    return [tx for tx in log.transactions if any("UPDATE items SET status" in s for s in tx)]
 
 
 async def test_small_batches_ending_in_one_cycle_are_completed_in_one_transaction(

@@ -47,7 +47,7 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def engine_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop of ``longops engine``: uvloop when installed, as for ``serve``."""
     if fast_paths()[0] != "uvloop":
         return None
@@ -89,7 +89,7 @@ def serve(
         lifespan="on",
         loop=loop,
         http=http,
-        access_log=settings.access_log,
+        access_log=False,  # the app writes its own access line (api.access_log), when ACCESS_LOG is on
     )
     # One process per instance: the engine's leadership, workers and metrics are per process, so scale
     # out with more `longops serve` instances (PostgreSQL), not uvicorn --workers.
@@ -174,7 +174,7 @@ def run_engine(settings: Settings) -> None:
     """Run the engine without the API until SIGINT/SIGTERM."""
     configure_logging(settings.log_level)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
     except (EngineAlreadyRunning, HandlerLoadError) as exc:
         raise StartupError(str(exc)) from exc

@@ -215,6 +215,41 @@ async def test_retrieve_errors_are_retryable_and_unknown_ids_not_found(
     assert missing.value.error_type == "not_found_error"
 
 
+async def test_results_error_answers_timeouts_and_refused_connections_are_classified(
+    sim: str, provider: AnthropicProvider, control: httpx.AsyncClient
+) -> None:
+    """retrieve and results go over their own HTTP client: its failures read as the SDK's do."""
+    batch = await provider.create(batch_requests(a="x"))
+    await post(control, "/faults", {"results_errors": [500, 529]})
+    with pytest.raises(ProviderOutcomeUnknown) as server_error:
+        await collect(provider, batch.provider_batch_id)
+    assert (server_error.value.status_code, server_error.value.error_type) == (500, "api_error")
+    with pytest.raises(ProviderUnavailable) as overloaded:
+        await collect(provider, batch.provider_batch_id)
+    assert overloaded.value.error_type == "overloaded_error" and overloaded.value.message
+
+    impatient = AnthropicProvider(api_key="test-key", base_url=sim, timeout=0.3)
+    try:
+        await post(control, "/faults", {"retrieve_delay_seconds": 5})
+        with pytest.raises(ProviderOutcomeUnknown) as timed_out:
+            await impatient.retrieve(batch.provider_batch_id)
+        assert timed_out.value.error_type == "timeout_error"
+    finally:
+        await impatient.aclose()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    nobody = AnthropicProvider(api_key="test-key", base_url=f"http://127.0.0.1:{port}", timeout=2.0)
+    try:
+        with pytest.raises(ProviderUnavailable) as refused:
+            await nobody.retrieve(batch.provider_batch_id)
+        assert refused.value.error_type == "connection_error"
+    finally:
+        await nobody.aclose()
+    assert set(await collect(provider, batch.provider_batch_id)) == {"a"}  # faults used up
+
+
 async def test_create_errors_are_classified_by_what_they_prove(
     provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:

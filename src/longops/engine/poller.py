@@ -23,13 +23,15 @@ Invariants:
   the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
   transaction).
 * Memory stays bounded with the groups too: a group is handed to its write as soon as it holds
-  ``INGEST_CHUNK_SIZE`` results or ``_CHUNK_BYTES`` of response text, one group is written at a
-  time, and a poll that fills a group while two are already waiting waits for the write.
+  ``INGEST_CHUNK_SIZE`` results or ``_CHUNK_BYTES`` of response text, at most
+  ``_WRITES_IN_FLIGHT`` groups are written at once, and a poll that fills a group beyond that waits
+  for the oldest write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 # cut at INGEST_CHUNK_SIZE results or at this many characters, whichever comes first).
 _READ_AHEAD = 1
 _CHUNK_BYTES = 8 * 1024 * 1024
+# Groups of ended batches written at once (see _Completions).
+_WRITES_IN_FLIGHT = 2
 
 
 @dataclass
@@ -271,10 +275,11 @@ class _Completions:
     """The ended batches of one poll cycle, completed together (see the module docstring).
 
     A full group is written in a background task while the next one fills, so the polls that end
-    meanwhile keep reading instead of waiting for the database; groups are still written one at a
-    time, in order (the next hand-over waits for the write before it). In memory at most: the group
-    being written, the one waiting for it, and the one filling. :meth:`flush` writes the rest and
-    waits, at the end of the cycle; a failed write is raised there or at the next hand-over.
+    meanwhile keep reading instead of waiting for the database. Up to ``_WRITES_IN_FLIGHT`` groups
+    are written at once (they hold different batches; each transaction locks its job rows in id
+    order, so two of them cannot deadlock); a hand-over beyond that waits for the oldest write.
+    :meth:`flush` writes the rest and waits for every write, at the end of the cycle; a failed
+    write is raised there or at a hand-over, and leaves its batches running, to be polled again.
     """
 
     def __init__(self, db: Database, max_results: int, stats: CycleStats) -> None:
@@ -285,7 +290,7 @@ class _Completions:
         self._pending: list[EndedBatch] = []
         self._results = 0
         self._bytes = 0
-        self._writing: asyncio.Task[None] | None = None
+        self._writing: collections.deque[asyncio.Task[None]] = collections.deque()
 
     def _full(self) -> bool:
         return self._results >= self._max_results or self._bytes >= _CHUNK_BYTES
@@ -301,21 +306,23 @@ class _Completions:
 
     async def flush(self) -> None:
         async with self._lock:
-            await self._hand_over()
-            await self._wait_for_write()
+            try:
+                await self._hand_over()
+            finally:
+                writing, self._writing = list(self._writing), collections.deque()
+                outcomes = await asyncio.gather(*writing, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _hand_over(self) -> None:
-        """Start writing the pending group, once the previous write is done (the lock is held)."""
+        """Start writing the pending group, once a write slot is free (the lock is held)."""
         if not self._pending:
             return
         group, self._pending, self._results, self._bytes = self._pending, [], 0, 0
-        await self._wait_for_write()
-        self._writing = asyncio.create_task(self._write(group))
-
-    async def _wait_for_write(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            await writing
+        while len(self._writing) >= _WRITES_IN_FLIGHT:
+            await self._writing.popleft()
+        self._writing.append(asyncio.create_task(self._write(group)))
 
     async def _write(self, group: list[EndedBatch]) -> None:
         async with self._db.write() as conn:

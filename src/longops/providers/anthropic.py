@@ -11,9 +11,9 @@ what it proves (see :mod:`longops.providers.base`):
 The SDK never retries (``max_retries=0`` on the client): the engine's loops own retries and backoff,
 and a blind retry of a create could pay twice.
 
-``retrieve`` and ``results`` (the poller's two calls per ended batch) are sent on the SDK's own HTTP
-client with the SDK's own headers, without its per-request machinery; error answers are read from
-the same error envelope and classified the same way.
+``retrieve`` and ``results`` (the poller's two calls per ended batch) are plain GETs with the SDK's
+own headers on :class:`~longops.providers.reads.ReadClient` (aiohttp: a quarter of httpx's CPU per
+call); error answers are classified the same way.
 
 ``create`` sends each request's stored ``params_json`` verbatim inside a body built by concatenation,
 through the SDK's generic ``post``: nothing is parsed or re-encoded. For 100,000 requests of 1 KB
@@ -33,6 +33,7 @@ see ``bench/README.md``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -51,15 +52,15 @@ from longops.domain.statuses import ItemStatus
 from longops.providers.base import (
     ProviderBatchInfo,
     ProviderError,
-    ProviderNotFound,
     ProviderOutcomeUnknown,
-    ProviderRejected,
     ProviderResult,
     ProviderUnavailable,
 )
+from longops.providers.reads import ReadClient, status_error
 
 _BATCHES_PATH = "/v1/messages/batches"
 _LIST_PAGE_SIZE = 100
+_SDK_ERRORS = (anthropic.AnthropicError, httpx2.HTTPError)
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 _UNPROCESSED = {
     ItemStatus.CANCELLED: {"type": "cancelled", "message": "The batch was cancelled before this request ran"},
@@ -85,17 +86,12 @@ class AnthropicProvider:
         self.name = name
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        http = anthropic.DefaultAsyncHttpxClient(timeout=timeout)
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
-        # The poller's two calls per ended batch (retrieve, then the results) go straight through
-        # the SDK's own HTTP client (same pool, timeouts and redirects) with the SDK's own headers
-        # (auth, API version): the SDK's per-request machinery (options, header merging, its retry
-        # loop) cost about 0.3 ms of CPU per retrieve and 0.5 ms per results stream here, a tenth
-        # of the poller's work for a batch of 100 items. Everything else goes through the SDK.
-        self._http = http
-        self._headers = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
+        # The poller's two calls per ended batch, with the SDK's own headers (see providers/reads.py).
+        headers = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
+        self._reads = ReadClient(headers=headers, timeout=timeout)
 
     async def create(self, requests: Sequence[BatchRequest]) -> ProviderBatchInfo:
         try:
@@ -105,25 +101,20 @@ class AnthropicProvider:
                 content=_create_body(requests),
                 options={"headers": {"Content-Type": "application/json"}},
             )
-        except _CALL_ERRORS as exc:
+        except _SDK_ERRORS as exc:
             raise classify_error(exc) from exc
         return _batch_info(batch)
 
     async def retrieve(self, provider_batch_id: str) -> ProviderBatchInfo:
-        """The answer is read with ``orjson`` into the few fields we use instead of the SDK's typed
-        model: the poller's hottest provider call."""
+        """Read with ``orjson`` into the few fields we use instead of the SDK's typed model, over
+        :class:`~longops.providers.reads.ReadClient`: the poller's hottest provider call."""
         url = self._client.base_url.join(f"{_BATCHES_PATH[1:]}/{quote(provider_batch_id, safe='')}")
-        try:
-            response = await self._http.get(url, headers=self._headers)
-            await _raise_for_status(response)
-        except _CALL_ERRORS as exc:
-            raise classify_error(exc) from exc
-        return _batch_info_from_json(response.content)
+        return _batch_info_from_json(await self._reads.get(str(url)))
 
     async def cancel(self, provider_batch_id: str) -> ProviderBatchInfo:
         try:
             batch = await self._client.messages.batches.cancel(provider_batch_id)
-        except _CALL_ERRORS as exc:
+        except _SDK_ERRORS as exc:
             raise classify_error(exc) from exc
         return _batch_info(batch)
 
@@ -142,12 +133,11 @@ class AnthropicProvider:
                         error_type="results_not_ready",
                     )
                 results_url = batch.results_url
-            headers = {**self._headers, "Accept": "application/binary"}
-            async with self._http.stream("GET", results_url, headers=headers) as response:
-                await _raise_for_status(response)
-                async for line in _lines(response.aiter_bytes()):
+            headers = {"Accept": "application/binary"}
+            async with contextlib.aclosing(self._reads.chunks(results_url, headers)) as chunks:
+                async for line in _lines(chunks):
                     yield parse_result_line(line)
-        except _CALL_ERRORS as exc:
+        except _SDK_ERRORS as exc:
             raise classify_error(exc) from exc
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:
@@ -161,11 +151,12 @@ class AnthropicProvider:
                 if batch.created_at < created_after:
                     break
                 found.append(_batch_info(batch))
-        except _CALL_ERRORS as exc:
+        except _SDK_ERRORS as exc:
             raise classify_error(exc) from exc
         return found
 
     async def aclose(self) -> None:
+        await self._reads.aclose()
         await self._client.close()
 
 
@@ -178,52 +169,10 @@ def _create_body(requests: Sequence[BatchRequest]) -> bytes:
     return b'{"requests":[' + b",".join(entries) + b"]}"
 
 
-class _StatusError(Exception):
-    """An error answer to a call made without the SDK's request machinery (see ``__init__``)."""
-
-    def __init__(self, status_code: int, error_type: str | None, message: str) -> None:
-        super().__init__(message)
-        self.status_code, self.error_type, self.message = status_code, error_type, message
-
-
-_CALL_ERRORS = (anthropic.AnthropicError, httpx2.HTTPError, _StatusError)
-
-
-async def _raise_for_status(response: httpx2.Response) -> None:
-    """Raise an error answer as the SDK would read it: the type and message of the API's error
-    envelope ``{"type": "error", "error": {"type", "message"}}``, else the status line."""
-    if response.status_code < 400:
-        return
-    body = await response.aread()
-    error_type, message = None, f"HTTP {response.status_code}: {body[:200]!r}"
-    try:
-        error = orjson.loads(body)["error"]
-        error_type, message = str(error["type"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise _StatusError(response.status_code, error_type, message)
-
-
-def _status_error(status: int, error_type: str | None, message: str) -> ProviderError:
-    error_type = error_type or ("api_error" if status >= 500 else "invalid_request_error")
-    kind: type[ProviderError]
-    if status in (429, 529):
-        kind = ProviderUnavailable
-    elif status == 404:
-        kind = ProviderNotFound
-    elif 400 <= status < 500:
-        kind = ProviderRejected
-    else:
-        kind = ProviderOutcomeUnknown
-    return kind(message, error_type=error_type, status_code=status)
-
-
 def classify_error(exc: BaseException) -> ProviderError:
     """What an SDK or transport error proves about the call (see the module docstring)."""
     if isinstance(exc, anthropic.APIStatusError):
-        return _status_error(exc.status_code, exc.type, exc.api_message or exc.message)
-    if isinstance(exc, _StatusError):
-        return _status_error(exc.status_code, exc.error_type, exc.message)
+        return status_error(exc.status_code, exc.type, exc.api_message or exc.message)
     if _caused_by(exc, _NOT_SENT):
         return ProviderUnavailable(f"could not connect: {_root(exc)}", error_type="connection_error")
     if _caused_by(exc, (httpx2.TimeoutException, anthropic.APITimeoutError)):

@@ -111,14 +111,17 @@ async def ingest_chunks(
 
 _PG_INGEST = text(
     """
-    UPDATE items
-    SET status = v.status, response = v.response, error = v.error::json, updated_at = :now
-    FROM unnest(CAST(:job_ids AS text[]), CAST(:custom_ids AS text[]), CAST(:statuses AS text[]),
-                CAST(:responses AS text[]), CAST(:errors AS text[]))
-         AS v(job_id, custom_id, status, response, error)
-    WHERE items.job_id = v.job_id AND items.custom_id = v.custom_id
-      AND items.status IN ('pending', 'running')
-    RETURNING items.job_id, items.status
+    WITH written AS (
+        UPDATE items
+        SET status = v.status, response = v.response, error = v.error::json, updated_at = :now
+        FROM unnest(CAST(:job_ids AS text[]), CAST(:custom_ids AS text[]), CAST(:statuses AS text[]),
+                    CAST(:responses AS text[]), CAST(:errors AS text[]))
+             AS v(job_id, custom_id, status, response, error)
+        WHERE items.job_id = v.job_id AND items.custom_id = v.custom_id
+          AND items.status IN ('pending', 'running')
+        RETURNING items.job_id, items.status
+    )
+    SELECT job_id, status, count(*) FROM written GROUP BY job_id, status
     """
 ).bindparams(bindparam("now", type_=items.c.updated_at.type))
 
@@ -126,8 +129,9 @@ _PG_INGEST = text(
 async def _ingest_postgres(
     conn: AsyncConnection, chunks: Mapping[str, Sequence[ProviderResult]], now: datetime
 ) -> dict[str, Counter[ItemStatus]]:
-    """One ``UPDATE … FROM unnest(…) RETURNING``: row locks make a concurrent writer of the same
-    items wait and then skip them (they are no longer open), so nothing is counted twice."""
+    """One ``UPDATE … FROM unnest(…) RETURNING``, counted by job and status on the server: row locks
+    make a concurrent writer of the same items wait and then skip them (they are no longer open), so
+    nothing is counted twice."""
     pairs = [(job_id, r) for job_id, results in chunks.items() for r in results]
     rows = await conn.execute(
         _PG_INGEST,
@@ -141,8 +145,8 @@ async def _ingest_postgres(
         },
     )
     changed: dict[str, Counter[ItemStatus]] = {}
-    for job_id, status in rows:
-        changed.setdefault(job_id, Counter())[ItemStatus(status)] += 1
+    for job_id, status, count in rows:
+        changed.setdefault(job_id, Counter())[ItemStatus(status)] += count
     return changed
 
 
