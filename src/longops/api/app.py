@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from longops._version import __version__
+from longops.api.access_log import AccessLogMiddleware
 from longops.api.auth import AuthMiddleware, OpenMode, describe_bearer_auth, is_loopback_host
 from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         exempt_paths=frozenset({files.UPLOAD_PATH}),  # streamed to disk under MAX_FILE_BYTES
     )
     app.add_middleware(URLGuardMiddleware)
-    app.add_middleware(AuthMiddleware)  # added last, so it runs first: no body is read before a 401
+    app.add_middleware(AuthMiddleware)  # added late, so it runs early: no body is read before a 401
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)  # outermost of ours: it times and logs even a 401
     describe_bearer_auth(app)
     return app

@@ -3,7 +3,8 @@
 SQLite notes: the file runs in WAL mode with a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing with "database is locked"
 when a read transaction tries to upgrade. Reads use a plain deferred ``BEGIN`` and do not block
-writers (WAL).
+writers (WAL). The one-statement reads of ``store.reads`` run on a connection of their own, inline
+(``SQLiteReader``), closed by :meth:`Database.dispose`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from longops.store.reads import SQLiteReader
 
 
 class UnsupportedDatabase(ValueError):
@@ -75,6 +78,7 @@ class Database:
     url: str
     engine: AsyncEngine
     fence: Fence | None = None
+    sqlite_reader: SQLiteReader | None = None  # a SQLite file's inline reads (store.reads.DriverQuery)
 
     def fenced(self, fence: Fence) -> Database:
         """The same database whose write transactions first run ``fence`` (which may raise)."""
@@ -105,6 +109,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self.sqlite_reader is not None:
+            self.sqlite_reader.close()
         await self.engine.dispose()
 
 
@@ -164,7 +170,7 @@ def open_database(url: str, *, pool_size: int = 24) -> Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(target, poolclass=NullPool if path is None else None)
         _install_sqlite_hooks(engine)
-    else:
-        engine = create_async_engine(target, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
-        _install_idle_ping(engine)
+        return Database(url=url, engine=engine, sqlite_reader=None if path is None else SQLiteReader(path))
+    engine = create_async_engine(target, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
+    _install_idle_ping(engine)
     return Database(url=url, engine=engine)

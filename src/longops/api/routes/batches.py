@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from longops.api.callback_urls import ensure_callback_url_allowed
-from longops.api.deps import Org, State
+from longops.api.deps import Org, State, org_of, state_of
 from longops.api.errors import APIError
 from longops.api.limits import check_create_fields
 from longops.domain.requests import parse_requests
@@ -88,8 +88,9 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=Batch)
-async def get_batch(batch_id: str, state: State, org: Org) -> Batch:
-    return await job_store.get_batch(state.db, org, batch_id)
+async def get_batch(batch_id: str, request: Request) -> Batch:
+    # What clients poll: the request itself rather than the State and Org dependencies (api.deps).
+    return await job_store.get_batch(state_of(request).db, org_of(request), batch_id)
 
 
 @router.post("/{batch_id}/cancel", response_model=Batch)
