@@ -4,6 +4,8 @@
   reads run on a connection of their own, inline (``store.reads.SQLiteReader``), and must not answer
   from an old snapshot; a key revoked by ``longops keys revoke`` (another process) fails at once.
 * That connection is closed with the database and opened again when needed.
+* Many more concurrent reads than the pool has connections all succeed (point reads queue first
+  come, first served in front of the pool: ``store.reads``).
 * The access line (``api.access_log``): one per request, with method, path, status and duration, even
   for a 401; none with ``ACCESS_LOG=false``; a path cannot split it; and ``longops serve`` writes
   it instead of uvicorn's, not as well.
@@ -81,6 +83,14 @@ async def test_a_read_sees_what_another_connection_just_committed(served: Served
     after = await served.client.get(url, headers=bearer(served.key))
     assert after.status_code == 200
     assert after.json()["status"] == "cancelled" and after.json()["cancel_requested_at"] is not None
+
+
+async def test_many_more_concurrent_reads_than_pooled_connections_all_succeed(served: Served) -> None:
+    """200 reads at once: beyond the fair gate in front of the pool, and the pool itself (24)."""
+    url = f"/v1/batches/{served.batch_id}"
+    answers = await asyncio.gather(*(served.client.get(url, headers=bearer(served.key)) for _ in range(200)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert {answer.json()["id"] for answer in answers} == {served.batch_id}
 
 
 async def test_a_key_revoked_by_another_process_is_refused_at_once(served: Served, database_url: str) -> None:

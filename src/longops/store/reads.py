@@ -28,8 +28,10 @@ that class for why this departs from aiosqlite, and why the answer is still as f
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,14 +166,34 @@ class DriverQuery:
                 return compiled.rows(db.sqlite_reader.fetchall(compiled.sql, arguments))
             except sqlite3.OperationalError:
                 pass  # busy (or any other failure): the pooled connection waits, and raises if it persists
-        records = await greenlet_spawn(
-            _fetch_pooled, db.engine.sync_engine, db.is_postgres, compiled.sql, arguments
-        )
+        async with _pool_gate():
+            records = await greenlet_spawn(
+                _fetch_pooled, db.engine.sync_engine, db.is_postgres, compiled.sql, arguments
+            )
         return compiled.rows(records)
 
     async def first(self, db: Database, **params: Any) -> dict[str, Any] | None:
         rows = await self.all(db, **params)
         return rows[0] if rows else None
+
+
+# Point reads waiting for a pooled connection at once, per event loop. SQLAlchemy's pool is not fair
+# to waiters: a connection returned while requests wait can go to a request that has just arrived,
+# and under load some requests wait again and again (PostgreSQL, 64 clients on a pool of 24: the
+# app's own p99 was 133–248 ms). An asyncio.Semaphore is first come, first served, and with fewer
+# point reads admitted than the pool holds, they rarely wait in the pool's queue at all.
+_POOL_GATE_SIZE = 16
+_pool_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pool_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _pool_gates.get(loop)
+    if gate is None:
+        gate = _pool_gates[loop] = asyncio.Semaphore(_POOL_GATE_SIZE)
+    return gate
 
 
 def _fetch_pooled(engine: Engine, is_postgres: bool, sql: str, arguments: list[Any]) -> Sequence[Any]:
