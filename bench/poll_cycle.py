@@ -31,6 +31,7 @@ from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
 from longops.providers.registry import build_registry
 from longops.providers.simulator.state import SimConfig, SimulatorState, derive_item
+from longops.server import engine_loop_factory
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
 from longops.store.db import Database, open_database
@@ -185,8 +186,12 @@ def main() -> None:
             f"setup: {args.batches} running provider batches in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
-        with simulator_process_pid("--processing-seconds", str(HOURS), state_dir=state) as (sim_url, _pid):
-            result = asyncio.run(measure(db_url, sim_url, sizes))
+        # On the event loop the engine runs on (uvloop when installed), as `longops engine` does.
+        with (
+            simulator_process_pid("--processing-seconds", str(HOURS), state_dir=state) as (sim_url, _pid),
+            asyncio.Runner(loop_factory=engine_loop_factory()) as runner,
+        ):
+            result = runner.run(measure(db_url, sim_url, sizes))
     print(f"backend: {args.backend}")
     print("(a) statements of one poll cycle (none ended), by POLL_BATCH_SIZE:")
     for size, statements in result["statements"].items():
