@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -172,9 +171,11 @@ class Submitter:
         now = utcnow()
         if not await pbs.mark_submit_started(self._db, pb["id"], now):
             return
-        requests: Sequence[BatchRequest] = [
-            BatchRequest(custom_id, params) for custom_id, params in await pbs.request_params(self._db, pb)
-        ]
+        # Read from the database while the body is sent: a failed read breaks the request midway,
+        # which nothing can take for a whole batch; the intent recorded above then reconciles.
+        requests = (
+            BatchRequest(custom_id, params) async for custom_id, params in pbs.request_params(self._db, pb)
+        )
         try:
             info = await provider.create(requests)
         except ProviderRejected as exc:

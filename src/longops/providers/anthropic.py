@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -94,7 +94,9 @@ class AnthropicProvider:
         headers = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
         self._reads = ReadClient(headers=headers, timeout=timeout)
 
-    async def create(self, requests: Sequence[BatchRequest]) -> ProviderBatchInfo:
+    async def create(
+        self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+    ) -> ProviderBatchInfo:
         try:
             batch = await self._client.post(
                 _BATCHES_PATH,
@@ -164,16 +166,20 @@ class AnthropicProvider:
 _BODY_CHUNK_BYTES = 256 * 1024
 
 
-async def _create_body(requests: Sequence[BatchRequest]) -> AsyncIterator[bytes]:
+async def _create_body(
+    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
+) -> AsyncIterator[bytes]:
     """``{"requests": [...]}`` around each request's stored params JSON, which is sent as is.
 
-    Streamed in chunks of about 256 KiB (chunked transfer encoding): the whole body of a 100,000 ×
-    1 KB batch would be two or three copies of 100 MB at once (the entries, their join, the final
-    concatenation)."""
+    Streamed in chunks of about 256 KiB (chunked transfer encoding), as the requests arrive: the
+    whole body of a 100,000 × 1 KB batch would be two or three copies of 100 MB at once (the
+    entries, their join, the final concatenation)."""
     chunk = bytearray(b'{"requests":[')
-    for index, request in enumerate(requests):
-        if index:
+    first = True
+    async for request in _each(requests):
+        if not first:
             chunk += b","
+        first = False
         chunk += b'{"custom_id":%s,"params":%s}' % (
             json.dumps(request.custom_id).encode(),
             request.params_json.encode(),
@@ -183,6 +189,17 @@ async def _create_body(requests: Sequence[BatchRequest]) -> AsyncIterator[bytes]
             chunk.clear()
     chunk += b"]}"
     yield bytes(chunk)
+
+
+async def _each(
+    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
+) -> AsyncIterator[BatchRequest]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
 
 
 def classify_error(exc: BaseException) -> ProviderError:

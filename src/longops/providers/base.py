@@ -15,7 +15,7 @@ For calls other than create, ``Unavailable`` and ``OutcomeUnknown`` both just me
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -76,8 +76,13 @@ class Provider(Protocol):
     max_bytes: int
     accepts_openai_lines: bool
 
-    async def create(self, requests: Sequence[BatchRequest]) -> ProviderBatchInfo:
-        """Submit one provider batch. Must not retry on its own (see the module docstring)."""
+    async def create(
+        self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+    ) -> ProviderBatchInfo:
+        """Submit one provider batch. Must not retry on its own (see the module docstring).
+
+        ``requests`` may arrive as they are read (the submitter streams them from the database), so
+        an adapter should send them as they come rather than collect them."""
         ...
 
     async def retrieve(self, provider_batch_id: str) -> ProviderBatchInfo: ...

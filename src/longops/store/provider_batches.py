@@ -8,7 +8,7 @@ provider's list of batches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,19 +148,32 @@ async def due_submissions(db: Database, now: datetime, limit: int) -> Sequence[R
         )
 
 
-async def request_params(db: Database, pb: RowMapping) -> list[tuple[str, str]]:
-    """(custom_id, params JSON) of one provider batch's items, in request order."""
-    async with db.read() as conn:
-        rows = await conn.execute(
-            select(items.c.custom_id, items.c.params)
-            .where(
-                items.c.job_id == pb["job_id"],
-                items.c.seq.between(pb["first_seq"], pb["last_seq"]),
-                items.c.provider_batch_id == pb["id"],
-            )
-            .order_by(items.c.seq)
-        )
-        return [(custom_id, params) for custom_id, params in rows]
+async def request_params(
+    db: Database, pb: RowMapping, *, chunk_size: int = 2000
+) -> AsyncIterator[tuple[str, str]]:
+    """(custom_id, params JSON) of one provider batch's items, in request order, read in keyset
+    chunks of its ``seq`` range, each its own short read (params do not change once stored), so
+    memory holds one chunk whatever the batch's size."""
+    after = pb["first_seq"] - 1
+    while after < pb["last_seq"]:
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(items.c.seq, items.c.custom_id, items.c.params)
+                    .where(
+                        items.c.job_id == pb["job_id"],
+                        items.c.seq.between(after + 1, pb["last_seq"]),
+                        items.c.provider_batch_id == pb["id"],
+                    )
+                    .order_by(items.c.seq)
+                    .limit(chunk_size)
+                )
+            ).all()
+        if not rows:
+            return
+        for _, custom_id, params in rows:
+            yield custom_id, params
+        after = rows[-1].seq
 
 
 async def mark_submit_started(db: Database, pb_id: str, now: datetime) -> bool:
