@@ -240,3 +240,22 @@ async def test_batches_ending_together_keep_their_own_results_and_missing_ones_e
         assert lossy_results["r2"]["response"]["content"][0]["text"].endswith("b2")
         plain_results = _by_custom_id(await h.results(plain["id"]))
         assert plain_results["r1"]["response"]["content"][0]["text"].endswith("a1")
+
+
+async def test_large_provider_batches_are_sent_whole_and_in_order(make_settings: Any) -> None:
+    """The submitter reads a provider batch's requests in chunks while it sends them: 4,500 requests
+    in provider batches of at most 3,000 (3,000 + 1,500) arrive whole, in order, and complete."""
+    async with harness(make_settings(anthropic_max_requests=3000)) as h:
+        batch = await h.create_batch(requests_for(*(f"q{i}" for i in range(4500))))
+        await h.submitter.run_once()
+        batch = await h.batch(batch["id"])
+        assert [pb["request_count"] for pb in batch["provider_batches"]] == [3000, 1500]
+        stats = await h.sim_stats()
+        assert stats["batches"] == 2 and stats["calls"]["create"] == 2
+        await h.poll()
+        batch = await h.batch(batch["id"])
+        assert batch["status"] == "completed", batch
+        assert batch["request_counts"]["succeeded"] == 4500
+        results = [json.loads(line) for line in await h.results(batch["id"])]
+        assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(4500)]
+        assert all(r["response"]["content"][0]["text"] == f"q{i}" for i, r in enumerate(results))
