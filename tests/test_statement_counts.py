@@ -66,27 +66,28 @@ async def test_one_poll_cycle_costs_the_same_statements_for_3_and_30_running_bat
         assert len(counted[30]) == 3, counted[30]  # the due query, the fence, one executemany
 
 
-async def ingest_transactions(make_settings: MakeSettings, chunk_size: int) -> list[list[str]]:
-    """Transactions of the poll cycle that ingests one ended batch of 4 chunks of ``chunk_size``."""
-    settings = make_settings(ingest_chunk_size=chunk_size)
+async def ingest_cycle(settings: Settings, batches: int, per_batch: int) -> list[list[str]]:
+    """The transactions writing items in the poll cycle in which ``batches`` batches of ``per_batch``
+    results end (the database may hold batches of an earlier call: they are ended already)."""
     async with harness(settings, processing_seconds=0.0) as h:
         poller = await fenced_poller(h)
-        await create(h, 1, 4 * chunk_size)
-        await submit_all(h, 1)
+        await create(h, batches, per_batch)
+        await submit_all(h, batches)
         await asyncio.sleep(h.poller_interval)
         with TransactionLog(h.db.engine) as log:
             await poller.run_once()
-        batch = (await h.api.get("/v1/batches")).json()["data"][0]
-        assert batch["status"] == "completed", batch
-        assert batch["request_counts"]["succeeded"] == 4 * chunk_size
+        listed = (await h.api.get("/v1/batches", params={"limit": batches})).json()["data"]
+        assert len(listed) == batches
+        assert {b["status"] for b in listed} == {"completed"}, listed
+        assert {b["request_counts"]["succeeded"] for b in listed} == {per_batch}
     return [tx for tx in log.transactions if any("UPDATE items SET status" in s for s in tx)]
 
 
 async def test_an_ingest_chunk_costs_the_same_statements_for_10_and_100_results(
     make_settings: MakeSettings,
 ) -> None:
-    small = await ingest_transactions(make_settings, 10)
-    large = await ingest_transactions(make_settings, 100)
+    small = await ingest_cycle(make_settings(ingest_chunk_size=10), 1, 40)
+    large = await ingest_cycle(make_settings(ingest_chunk_size=100), 1, 400)
     # Three intermediate chunks, then the last chunk together with the completion.
     assert len(small) == len(large) == 4, (small, large)
     for tx_small, tx_large in zip(small, large, strict=True):
@@ -95,26 +96,10 @@ async def test_an_ingest_chunk_costs_the_same_statements_for_10_and_100_results(
     assert len(chunk) == 4, chunk  # fence, commit mode (PG) or open-items query (SQLite), items, counters
 
 
-async def completion_transactions(make_settings: MakeSettings, batches: int) -> list[list[str]]:
-    """Transactions of the poll cycle in which ``batches`` small batches (3 results each) end."""
-    async with harness(make_settings(), processing_seconds=0.0) as h:
-        poller = await fenced_poller(h)
-        await create(h, batches, 3)
-        await submit_all(h, batches)
-        await asyncio.sleep(h.poller_interval)
-        with TransactionLog(h.db.engine) as log:
-            await poller.run_once()
-        listed = (await h.api.get("/v1/batches", params={"limit": 100})).json()["data"]
-        assert len(listed) >= batches  # the database may hold the batches of an earlier call
-        assert {b["status"] for b in listed} == {"completed"}, listed
-        assert {b["request_counts"]["succeeded"] for b in listed} == {3}
-    return [tx for tx in log.transactions if any("UPDATE items SET status" in s for s in tx)]
-
-
 async def test_small_batches_ending_in_one_cycle_are_completed_in_one_transaction(
     make_settings: MakeSettings,
 ) -> None:
-    two = await completion_transactions(make_settings, 2)
-    twelve = await completion_transactions(make_settings, 12)
+    two = await ingest_cycle(make_settings(), 2, 3)
+    twelve = await ingest_cycle(make_settings(), 12, 3)
     assert len(two) == len(twelve) == 1, (two, twelve)
     assert len(two[0]) == len(twelve[0]), (two[0], twelve[0])
