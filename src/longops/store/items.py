@@ -118,6 +118,7 @@ _PG_INGEST = text(
                     CAST(:responses AS text[]), CAST(:errors AS text[]))
              AS v(job_id, custom_id, status, response, error)
         WHERE items.job_id = v.job_id AND items.custom_id = v.custom_id
+          AND items.job_id = ANY(CAST(:job_set AS text[]))
           AND items.status IN ('pending', 'running')
         RETURNING items.job_id, items.status
     )
@@ -131,13 +132,18 @@ async def _ingest_postgres(
 ) -> dict[str, Counter[ItemStatus]]:
     """One ``UPDATE … FROM unnest(…) RETURNING``, counted by job and status on the server: row locks
     make a concurrent writer of the same items wait and then skip them (they are no longer open), so
-    nothing is counted twice."""
+    nothing is counted twice.
+
+    ``job_id = ANY(job_set)`` repeats what the join implies: without it, a planner that thinks the
+    table small may hash-join every open item of the table (seen at 10,000 items: 39 ms for 1,000
+    results instead of 8); with it, the worst plan reads only these jobs' items."""
     pairs = [(job_id, r) for job_id, results in chunks.items() for r in results]
     rows = await conn.execute(
         _PG_INGEST,
         {
             "now": now,
             "job_ids": [job_id for job_id, _ in pairs],
+            "job_set": list(chunks),
             "custom_ids": [r.custom_id for _, r in pairs],
             "statuses": [r.status.value for _, r in pairs],
             "responses": [r.response_json for _, r in pairs],
