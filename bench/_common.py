@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,11 +105,13 @@ def py_spy() -> str:
     return str(exe)
 
 
-def profile_command(out: Path, *command: str) -> list[str]:
-    """``command`` run under ``py-spy record`` writing collapsed stacks (raw) to ``out``."""
+def _record(out: Path, *, gil: bool = False) -> list[str]:
+    """``py-spy record`` writing collapsed stacks (raw) to ``out``; ``gil``: only the thread holding
+    the GIL (the event loop's CPU, not idle driver or pool threads)."""
     return [
         py_spy(),
         "record",
+        *(["--gil"] if gil else []),
         "--nolineno",
         "--format",
         "raw",
@@ -116,28 +119,19 @@ def profile_command(out: Path, *command: str) -> list[str]:
         "250",
         "-o",
         str(out),
-        "--",
-        *command,
     ]
 
 
+def profile_command(out: Path, *command: str) -> list[str]:
+    """``command`` run under ``py-spy record`` writing collapsed stacks (raw) to ``out``."""
+    return [*_record(out), "--", *command]
+
+
 @contextlib.contextmanager
-def profiling_pid(pid: int, out: Path) -> Iterator[None]:
+def profiling_pid(pid: int, out: Path, *, gil: bool = False) -> Iterator[None]:
     """Sample a running process with py-spy (collapsed stacks to ``out``) for the duration of the block."""
     spy = subprocess.Popen(
-        [
-            py_spy(),
-            "record",
-            "--nolineno",
-            "--format",
-            "raw",
-            "--rate",
-            "250",
-            "-o",
-            str(out),
-            "--pid",
-            str(pid),
-        ],
+        [*_record(out, gil=gil), "--pid", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -145,7 +139,7 @@ def profiling_pid(pid: int, out: Path) -> Iterator[None]:
         time.sleep(0.5)  # let it attach
         yield
     finally:
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
         try:
             spy.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from longops.store import api_keys
 from longops.store.db import open_database
 from longops.store.migrate import upgrade_database
 
-from _common import database, free_port, py_spy, requests_for, summarize_profile, wait_for
+from _common import database, free_port, profiling_pid, requests_for, summarize_profile, wait_for
 
 TARGET_RPS = 1500
 TARGET_P99_MS = 100.0
@@ -191,30 +190,6 @@ def wrk(url: str, key: str, *, threads: int, connections: int, seconds: float) -
     return parse_wrk(done.stdout)
 
 
-PY_SPY_RECORD_GIL = ("record", "--gil", "--nolineno", "--format", "raw", "--rate", "250")
-
-
-@contextlib.contextmanager
-def profiling_gil(pid: int, out: Path) -> Iterator[None]:
-    """py-spy on the server for the block, sampling only the thread that holds the GIL (``--gil``): the
-    event loop's CPU, without aiosqlite's and the thread pool's idle threads."""
-    spy = subprocess.Popen(
-        [py_spy(), *PY_SPY_RECORD_GIL, "-o", str(out), "--pid", str(pid)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)  # let it attach
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
-
-
 def postgres_sessions(db_url: str) -> int | None:
     """Sessions ever opened on this PostgreSQL database (``pg_stat_database.sessions``, PostgreSQL 14+):
     its growth during the load is the server's connection churn. None on SQLite."""
@@ -277,7 +252,9 @@ def run_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         wrk(url, server.key, threads=args.threads, connections=args.connections, seconds=args.warmup)
         with contextlib.ExitStack() as stack:
             if args.profile is not None:
-                stack.enter_context(profiling_gil(server.pid, args.profile / f"server-{backend}.txt"))
+                stack.enter_context(
+                    profiling_pid(server.pid, args.profile / f"server-{backend}.txt", gil=True)
+                )
             sessions = postgres_sessions(db_url)
             logged_before = len(app_durations_ms(server.log_path.read_text(errors="replace")))
             cpu = psutil.Process(server.pid).cpu_times()
