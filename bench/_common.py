@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import resource
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 # The benchmarks reuse the test suite's process and database helpers.
 from tests.support.harness import requests_for  # noqa: E402
 from tests.support.leadership import current_leader_pid, query, terms  # noqa: E402
-from tests.support.postgres import fresh_database, postgres_server  # noqa: E402
+from tests.support.postgres import dsn, fresh_database, postgres_server  # noqa: E402
 from tests.support.processes import cluster, free_port, wait_for  # noqa: E402
 from tests.support.servers import app_in_loop  # noqa: E402
 from tests.support.statements import StatementCounter  # noqa: E402
@@ -30,6 +29,7 @@ __all__ = [
     "app_in_loop",
     "cluster",
     "current_leader_pid",
+    "dsn",
     "query",
     "requests_for",
     "terms",
@@ -37,16 +37,17 @@ __all__ = [
 ]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory of this process (or of ``pid``) so far, in MiB; ``OSError`` if that
+    process is gone.
 
     Read from ``VmHWM``: ``ru_maxrss`` would also count the high-water mark of the parent this
     process was forked from, which for a benchmark's child is the setup phase, not the workload.
     """
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    raise OSError(f"no VmHWM for process {pid or 'self'}")
 
 
 @contextlib.contextmanager
@@ -61,15 +62,9 @@ def database(backend: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def simulator_process(*args: str) -> Iterator[str]:
-    """``longops simulator`` in its own process (its CPU and memory are not ours), state on disk."""
-    with simulator_process_pid(*args) as (url, _pid):
-        yield url
-
-
-@contextlib.contextmanager
 def simulator_process_pid(*args: str, state_dir: str | None = None) -> Iterator[tuple[str, int]]:
-    """:func:`simulator_process`, also yielding the process id (to attach a profiler). ``state_dir``:
+    """``longops simulator`` in its own process (its CPU and memory are not ours), state on disk;
+    yields its URL and process id (to attach a profiler). ``state_dir``:
     start from batches already stored there (see ``SimulatorState``), instead of an empty one."""
     port = free_port()
     with contextlib.ExitStack() as stack:

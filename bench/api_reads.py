@@ -45,7 +45,16 @@ from longops.store import api_keys
 from longops.store.db import open_database
 from longops.store.migrate import upgrade_database
 
-from _common import database, free_port, profiling_pid, requests_for, summarize_profile, wait_for
+from _common import (
+    database,
+    dsn,
+    free_port,
+    peak_rss_mb,
+    profiling_pid,
+    requests_for,
+    summarize_profile,
+    wait_for,
+)
 
 TARGET_RPS = 1500
 TARGET_P99_MS = 100.0
@@ -200,11 +209,10 @@ def postgres_sessions(db_url: str) -> int | None:
         import asyncpg
         from sqlalchemy.engine import make_url
 
-        url = make_url(db_url)
-        conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        conn = await asyncpg.connect(dsn(db_url))
         try:
             value = await conn.fetchval(
-                "SELECT sessions FROM pg_stat_database WHERE datname = $1", url.database
+                "SELECT sessions FROM pg_stat_database WHERE datname = $1", make_url(db_url).database
             )
             return None if value is None else int(value)
         except asyncpg.UndefinedColumnError:
@@ -229,14 +237,6 @@ def percentile(values: list[float], fraction: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def peak_rss_of(pid: int) -> float:
-    """Peak resident memory (``VmHWM``) of a running process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 def run_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def run_case(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             sessions_after - sessions if sessions is not None and sessions_after is not None else None
         )
         result["app_p99_ms"] = percentile(durations, 0.99)
-        result.update(backend=backend, peak_rss_mb=peak_rss_of(server.pid), bytes=len(check.content))
+        result.update(backend=backend, peak_rss_mb=peak_rss_mb(server.pid), bytes=len(check.content))
     return result
 
 

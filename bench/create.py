@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import cluster, database, profiling_pid, summarize_profile
+from _common import cluster, database, peak_rss_mb, profiling_pid, summarize_profile
 
 PROMPT = "Summarize the following text in one paragraph. " + "lorem ipsum dolor sit amet " * 33
 
@@ -38,13 +38,6 @@ def body(count: int) -> bytes:
         for i in range(count)
     ]
     return json.dumps({"provider": "simulator", "requests": requests}).encode()
-
-
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(backend: str, payload: bytes, runs: int, profile: Path | None) -> tuple[list[float], float]:
@@ -67,7 +60,7 @@ def run(backend: str, payload: bytes, runs: int, profile: Path | None) -> tuple[
                 timings.append(time.perf_counter() - started)
                 assert response.status_code == 201, response.text[:500]
                 assert response.json()["request_counts"]["total"] == payload.count(b'"custom_id"')
-        return timings, vm_hwm_mb(server)
+        return timings, peak_rss_mb(server)
 
 
 def main() -> None:

@@ -273,11 +273,12 @@ def child(role: str, system: str, dsn: str, number: int) -> None:
 # --- the orchestration (this interpreter, the project's venv) ------------------------------------------
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def worker_peak_rss_mb(pid: int) -> float | None:
+    """A worker's peak RSS, or None if it is gone."""
+    from _common import peak_rss_mb
+
     with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        return peak_rss_mb(pid)
     return None
 
 
@@ -331,13 +332,6 @@ async def _poll(dsn: str, sql: str) -> tuple[int, int, float | None]:
         return int(done or 0), int(failed or 0), float(last) if last is not None else None
     finally:
         await conn.close()
-
-
-def _dsn(url: str) -> str:
-    """A libpq/asyncpg DSN for a SQLAlchemy-style PostgreSQL URL."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -433,7 +427,7 @@ def run_system(
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{system}: a worker process exited")
             time.sleep(0.2)
-        peaks = [peak_rss_mb(_measured_pid(p.pid, args.profile is not None)) for p in procs]
+        peaks = [worker_peak_rss_mb(_measured_pid(p.pid, args.profile is not None)) for p in procs]
     assert last is not None
     seconds = last - times["started"]
     return {
@@ -474,7 +468,7 @@ def main() -> None:
             return
 
     sys.path.insert(0, str(BENCH))
-    from _common import fresh_database, postgres_server, summarize_profile
+    from _common import dsn, fresh_database, postgres_server, summarize_profile
 
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -496,7 +490,7 @@ def main() -> None:
                     continue
                 try:
                     with fresh_database(server) as url:
-                        r = run_system(system, python, _dsn(url), args, concurrency)
+                        r = run_system(system, python, dsn(url), args, concurrency)
                 except Exception as exc:  # one system failing must not stop the others
                     print(f"{system:<14} {concurrency:>11}  failed: {type(exc).__name__}: {exc}", flush=True)
                     continue

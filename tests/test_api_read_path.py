@@ -145,12 +145,12 @@ async def test_one_access_line_per_request(served: Served, caplog: pytest.LogCap
     lines = [record.getMessage() for record in caplog.records if record.name == ACCESS_LOGGER]
     assert len(lines) == 4, lines
     expected = [
-        (f'"GET {url} HTTP/1.1" 200 ', 200),
-        (f'"GET {url}?x=1 HTTP/1.1" 422 ', 422),
-        (f'"GET {url} HTTP/1.1" 401 ', 401),
-        ('"GET /v1/batches/a%0Ab HTTP/1.1" 404 ', 404),
+        f'"GET {url} HTTP/1.1" 200 ',
+        f'"GET {url}?x=1 HTTP/1.1" 422 ',
+        f'"GET {url} HTTP/1.1" 401 ',
+        '"GET /v1/batches/a%0Ab HTTP/1.1" 404 ',
     ]
-    for line, (request_and_status, _) in zip(lines, expected, strict=True):
+    for line, request_and_status in zip(lines, expected, strict=True):
         client, _, rest = line.partition(" - ")
         assert client.startswith("127.0.0.1:")
         assert rest.startswith(request_and_status), line

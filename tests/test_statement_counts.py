@@ -59,8 +59,10 @@ async def test_one_poll_cycle_costs_the_same_statements_for_3_and_30_running_bat
             await asyncio.sleep(h.poller_interval)
             await poller.run_once()  # warm-up: connections, prepared statements
             await asyncio.sleep(h.poller_interval)
+            retrieves = (await h.sim_stats())["calls"]["retrieve"]
             with StatementCounter(h.db.engine) as counter:
                 await poller.run_once()
+            assert (await h.sim_stats())["calls"]["retrieve"] - retrieves == total  # every one polled
             counted[total] = [s for s in counter.statements if not s.startswith("BEGIN")]  # SQLite's own
         assert len(counted[3]) == len(counted[30]), (counted[3], counted[30])
         assert len(counted[30]) == 3, counted[30]  # the due query, the fence, one executemany

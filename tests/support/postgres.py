@@ -35,13 +35,14 @@ def postgres_server() -> Iterator[str]:
             server.cleanup()
 
 
-def _dsn(url: str) -> str:
+def dsn(url: str) -> str:
+    """A libpq/asyncpg DSN for a SQLAlchemy-style PostgreSQL URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _admin(url: str, statement: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(dsn(url))
         try:
             await conn.execute(statement)
         finally:

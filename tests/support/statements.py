@@ -34,18 +34,6 @@ class StatementCounter:
     ) -> None:
         event.remove(self._engine, "before_cursor_execute", self._record)
 
-    @property
-    def count(self) -> int:
-        return len(self.statements)
-
-    def reset(self) -> None:
-        self.statements.clear()
-        self.calls.clear()
-
-    def summary(self) -> str:
-        """One line per statement: its first words."""
-        return "\n".join(f"  {s[:100]}" for s in self.statements)
-
 
 class TransactionLog:
     """The statements of every transaction sent through ``engine`` while active, in commit order.
