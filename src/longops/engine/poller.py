@@ -97,11 +97,18 @@ class Poller:
             async with gate:
                 return await self._poll_one(pb, stats, completions)
 
+        # Every poll runs to its end even if one fails, so nothing is left running into the next
+        # cycle; what ended is written and what was polled recorded, then the first failure raised.
+        outcomes = await asyncio.gather(*(poll(pb) for pb in due), return_exceptions=True)
+        failures: list[BaseException] = [o for o in outcomes if isinstance(o, BaseException)]
         try:
-            outcomes = await asyncio.gather(*(poll(pb) for pb in due))
-        finally:
-            await completions.flush()  # what ended is written even when another poll failed
-        await pbs.record_polls(self._db, [r for r in outcomes if r is not None], utcnow())
+            await completions.flush()
+        except Exception as exc:
+            failures.append(exc)
+        records = [o for o in outcomes if isinstance(o, pbs.PollRecord)]
+        await pbs.record_polls(self._db, records, utcnow())
+        if failures:
+            raise failures[0]
         elapsed = time.perf_counter() - started
         self._record(stats, elapsed)
         if len(due) == self._settings.poll_batch_size:
@@ -148,7 +155,8 @@ class Poller:
             if info.phase == ProviderPhase.FAILED:
                 await self._provider_failed(pb, info)
             else:
-                stats.items_ingested += await self._ingest(provider, pb, info, completions)
+                written = await self._ingest(provider, pb, info, completions)
+                stats.items_ingested += written  # after the await: other polls add meanwhile
             stats.ended += 1
             return None
         except ProviderError as exc:
@@ -232,7 +240,7 @@ class Poller:
                     await queue.put(_Chunk(chunk, last=False))
                     chunk, size = [], 0
                 chunk.append(result)
-                size += len(result.response_json) if result.response_json is not None else 100
+                size += _result_size(result)
         except Exception as exc:  # a broken stream: the writer raises it after the chunks before it
             await queue.put(exc)
             return
@@ -245,7 +253,8 @@ class Poller:
     async def _write_chunk(self, job_id: str, chunk: list[ProviderResult]) -> int:
         """One intermediate chunk. Its commit does not wait for the disk: a chunk lost in a database
         crash is read and written again, since its provider batch is not completed before the
-        synchronous transaction of :meth:`_complete`, which makes every chunk before it durable."""
+        synchronous transaction that completes it (``complete_ended_batches``), which makes every
+        chunk before it durable."""
         async with self._db.write() as conn:
             await defer_commit_flush(conn)
             changed = await ingest_results(conn, job_id, chunk, utcnow())
@@ -263,6 +272,11 @@ class Poller:
                     conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, span=ItemSpan.of(pb)
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
+
+
+def _result_size(result: ProviderResult) -> int:
+    """What a result weighs toward a chunk's ``_CHUNK_BYTES`` (its response text, or a small error)."""
+    return len(result.response_json) if result.response_json is not None else 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,17 +306,14 @@ class _Completions:
         self._bytes = 0
         self._writing: collections.deque[asyncio.Task[None]] = collections.deque()
 
-    def _full(self) -> bool:
-        return self._results >= self._max_results or self._bytes >= _CHUNK_BYTES
-
     async def add(self, ended: EndedBatch) -> None:
-        self._pending.append(ended)
-        self._results += len(ended.last_results)
-        self._bytes += sum(len(r.response_json or "") for r in ended.last_results)
-        if self._full():
-            async with self._lock:
-                if self._full():  # not handed over by another poll while this one waited
-                    await self._hand_over()
+        # Under the lock: while a hand-over waits for a write slot, no group grows past its size.
+        async with self._lock:
+            self._pending.append(ended)
+            self._results += len(ended.last_results)
+            self._bytes += sum(_result_size(r) for r in ended.last_results)
+            if self._results >= self._max_results or self._bytes >= _CHUNK_BYTES:
+                await self._hand_over()
 
     async def flush(self) -> None:
         async with self._lock:

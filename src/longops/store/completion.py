@@ -26,7 +26,12 @@ from longops.domain.statuses import ItemStatus
 from longops.providers.base import ProviderResult
 from longops.store.items import close_open_items, ingest_chunks
 from longops.store.provider_batches import complete_provider_batches
-from longops.store.transitions import add_item_counts, finalize_batches_if_done, jobs_with_open_items
+from longops.store.transitions import (
+    add_item_counts,
+    finalize_batches_if_done,
+    jobs_with_open_items,
+    lock_jobs,
+)
 
 MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
 
@@ -47,6 +52,9 @@ async def complete_ended_batches(conn: AsyncConnection, ended: Sequence[EndedBat
     chunks: dict[str, list[ProviderResult]] = {}
     for batch in ended:
         chunks.setdefault(batch.job_id, []).extend(batch.last_results)
+    # Every job row this transaction may write, locked first and in id order: the counters and the
+    # finalize below then add no lock out of order, so two groups in flight cannot deadlock.
+    await lock_jobs(conn, chunks)
     written = await ingest_chunks(conn, chunks, now)
     completed = await complete_provider_batches(
         conn, {batch.pb_id: batch.processing_status for batch in ended}, now

@@ -234,7 +234,9 @@ async def close_items(
     """Give the job's items still in ``from_statuses`` (only those of ``span``, if given) the final
     status ``to``, and count them on the job."""
     if span is not None:
-        changed = await close_open_items(conn, [span], to=to, error=error, now=now)
+        changed = await close_open_items(
+            conn, [span], to=to, error=error, now=now, from_statuses=from_statuses
+        )
     else:
         result = await conn.execute(
             update(items)
@@ -253,10 +255,11 @@ async def close_open_items(
     to: ItemStatus,
     error: dict[str, str],
     now: datetime,
+    from_statuses: Sequence[ItemStatus] = OPEN_ITEM_STATUSES,
 ) -> dict[str, Counter[ItemStatus]]:
-    """Give the still-open items of these provider batches the final status ``to``; returns how many
-    changed per job, for the caller to add to the job counters in the same transaction. Each batch's
-    items are found by its ``seq`` range (``uq_items_job_id_seq``)."""
+    """Give the items of these provider batches still in ``from_statuses`` (open ones) the final
+    status ``to``; returns how many changed per job, for the caller to add to the job counters in
+    the same transaction. Each batch's items are found by its ``seq`` range (``uq_items_job_id_seq``)."""
     if not spans:
         return {}
     result = await conn.execute(
@@ -272,7 +275,7 @@ async def close_open_items(
                     for span in spans
                 )
             ),
-            items.c.status.in_(OPEN_ITEM_STATUSES),
+            items.c.status.in_(from_statuses),
         )
         .values(status=to, error=error, updated_at=now)
         .returning(items.c.job_id)

@@ -169,10 +169,10 @@ async def request_params(
                     .limit(chunk_size)
                 )
             ).all()
-        if not rows:
-            return
         for _, custom_id, params in rows:
             yield custom_id, params
+        if len(rows) < chunk_size:
+            return
         after = rows[-1].seq
 
 

@@ -47,13 +47,11 @@ async def finish_job(
     error: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     conditions: Sequence[ColumnElement[bool]] = (),
-    has_callback: bool | None = None,
 ) -> bool:
     """Move a job to a terminal status if the lifecycle allows it from its current status (CAS).
 
     ``conditions`` narrow the compare-and-set further (e.g. "nothing was submitted yet"). When the CAS
     wins, the job's webhook event (if it has a ``callback_url``) is written in the same transaction.
-    ``has_callback=False`` (the caller read the locked job row and it has none) skips that statement.
     """
     assert target.is_terminal
     result = await conn.execute(
@@ -70,8 +68,7 @@ async def finish_job(
     )
     if result.rowcount != 1:
         return False
-    if has_callback is not False:
-        await enqueue_terminal_events(conn, [job_id], target, now)
+    await enqueue_terminal_events(conn, [job_id], target, now)
     return True
 
 
@@ -178,18 +175,7 @@ async def finalize_batches_if_done(
     """
     if not job_ids:
         return {}
-    locked = (
-        (
-            await conn.execute(
-                select(*_FINALIZE_COLUMNS)
-                .where(jobs.c.id.in_(sorted(job_ids)))
-                .order_by(jobs.c.id)
-                .with_for_update()
-            )
-        )
-        .mappings()
-        .all()
-    )
+    locked = await lock_jobs(conn, job_ids)
     open_jobs = {
         job["id"]: job for job in locked if not JobStatus(job["status"]).is_terminal and not _open_items(job)
     }
@@ -239,6 +225,13 @@ async def finalize_batches_if_done(
         won = await finish_jobs(conn, status, now, rows, stop_reason=stop_reason, with_callback=with_callback)
         ended.update(dict.fromkeys(won, status))
     return ended
+
+
+async def lock_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> Sequence[RowMapping]:
+    """Lock these job rows in id order (the order every bulk writer of job rows follows) and read
+    what finalizing them needs."""
+    query = select(*_FINALIZE_COLUMNS).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id)
+    return (await conn.execute(query.with_for_update())).mappings().all()
 
 
 def _open_items(job: RowMapping) -> int:
