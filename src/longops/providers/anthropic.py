@@ -127,21 +127,18 @@ class AnthropicProvider:
         """Results as they arrive. A stream that breaks raises ``ProviderOutcomeUnknown`` after the
         lines already yielded; it never ends silently short. ``results_url`` (from a retrieve of the
         ended batch) saves the retrieve that would otherwise find it."""
-        try:
-            if results_url is None:
-                batch = await self._client.messages.batches.retrieve(provider_batch_id)
-                if not batch.results_url:
-                    raise ProviderOutcomeUnknown(
-                        f"batch {provider_batch_id} has no results yet ({batch.processing_status})",
-                        error_type="results_not_ready",
-                    )
-                results_url = batch.results_url
-            headers = {"Accept": "application/binary"}
-            async with contextlib.aclosing(self._reads.chunks(results_url, headers)) as chunks:
-                async for line in _lines(chunks):
-                    yield parse_result_line(line)
-        except _SDK_ERRORS as exc:
-            raise classify_error(exc) from exc
+        if results_url is None:
+            info = await self.retrieve(provider_batch_id)
+            if info.results_url is None:
+                raise ProviderOutcomeUnknown(
+                    f"batch {provider_batch_id} has no results yet ({info.processing_status})",
+                    error_type="results_not_ready",
+                )
+            results_url = info.results_url
+        headers = {"Accept": "application/binary"}
+        async with contextlib.aclosing(self._reads.chunks(results_url, headers)) as chunks:
+            async for line in _lines(chunks):
+                yield parse_result_line(line)
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:
         """Pages newest first and stops at the first batch created before ``created_after``

@@ -16,8 +16,8 @@ the type and message of the provider's error envelope ``{"error": {"type", "mess
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
@@ -64,14 +64,11 @@ class ReadClient:
     async def chunks(self, url: str, headers: Mapping[str, str]) -> AsyncGenerator[bytes, None]:
         """The body of a successful answer as it arrives. A stream that breaks raises
         ``ProviderOutcomeUnknown`` after the chunks already yielded."""
-        async with self._response(url, headers) as response:
-            try:
-                async for chunk in response.content.iter_any():
-                    yield chunk
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _transport_error(exc) from exc
+        async with self._response(url, headers) as response:  # its errors are classified there
+            async for chunk in response.content.iter_any():
+                yield chunk
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def _response(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -80,7 +77,10 @@ class ReadClient:
         try:
             async with self._session.get(url, headers=dict(headers)) as response:
                 if response.status >= 400:
-                    raise _error_answer(response.status, await response.read())
+                    body = b""
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        body = await response.read()  # a broken error body: classify by status
+                    raise _error_answer(response.status, body)
                 yield response
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc) from exc
