@@ -327,6 +327,21 @@ async def upload(client: httpx.AsyncClient, content: bytes, filename: str = "bat
     return body
 
 
+async def test_a_batch_ingest_input_over_the_limits_names_the_input_field(settings: Settings) -> None:
+    async with api(settings) as client:
+        uploaded = await upload(client, request_line("r0").encode())
+        base = {"file_id": uploaded["id"], "provider": "simulator"}
+        cases = [
+            ({**base, "callback_url": "ftp://example.com/hook"}, "input.callback_url: "),
+            ({**base, "metadata": {"k" * 10_000: 1}}, "input.metadata"),
+        ]
+        for input, field in cases:
+            response = await client.post("/v1/jobs", json={"job_type": "batch_ingest", "input": input})
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["message"].startswith(field), response.json()
+        assert (await client.get("/v1/jobs", params={"job_type": "batch_ingest"})).json()["data"] == []
+
+
 async def test_upload_then_ingest_a_file_into_a_batch_that_runs(settings: Settings, tmp_path: Path) -> None:
     content = "".join(request_line(f"r{i}") for i in range(3)).encode()
     async with api(settings) as client:

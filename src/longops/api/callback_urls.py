@@ -7,11 +7,12 @@ from longops.net import UnsafeCallbackURL, check_callback_url
 from longops.settings import Settings
 
 
-async def ensure_callback_url_allowed(url: str | None, settings: Settings) -> None:
-    """Raise a 422 naming ``callback_url`` unless ``url`` is absent or an allowed target."""
+async def ensure_callback_url_allowed(url: str | None, settings: Settings, *, prefix: str = "") -> None:
+    """Raise a 422 naming ``callback_url`` (after ``prefix``, e.g. ``"input."``) unless ``url`` is
+    absent or an allowed target."""
     if url is None:
         return
     try:
         await check_callback_url(url, allow_private=settings.webhook_allow_private)
     except UnsafeCallbackURL as exc:
-        raise APIError(422, "validation_error", str(exc)) from exc
+        raise APIError(422, "validation_error", f"{prefix}{exc}") from exc

@@ -18,9 +18,15 @@ from longops.settings import Settings
 
 
 def check_create_fields(
-    settings: Settings, *, metadata: dict[str, Any], callback_url: str | None, input: Any = None
+    settings: Settings,
+    *,
+    metadata: dict[str, Any],
+    callback_url: str | None,
+    input: Any = None,
+    prefix: str = "",
 ) -> None:
-    """The limits on the fields a new batch or job shares: ``metadata``, ``callback_url``, ``input``."""
+    """The limits on the fields a new batch or job shares: ``metadata``, ``callback_url``, ``input``.
+    ``prefix`` names where they sit in the body (``"input."`` for those of a ``batch_ingest`` input)."""
     try:
         check_metadata(
             metadata,
@@ -36,7 +42,7 @@ def check_create_fields(
             raise LimitExceeded("callback_url", "contains control characters")
         check_json("input", input, settings.max_json_depth)
     except LimitExceeded as exc:
-        raise APIError(422, "validation_error", str(exc)) from None
+        raise APIError(422, "validation_error", f"{prefix}{exc}") from None
 
 
 async def reject_unknown_query_params(request: Request) -> None:

@@ -60,8 +60,10 @@ async def create_job(
             spec = await ingest.check_input(state.db, state.providers, org, body.input)
         except ingest.IngestInputError as exc:
             raise APIError(422, "validation_error", str(exc)) from None
-        check_create_fields(state.settings, metadata=spec.metadata, callback_url=spec.callback_url)
-        await ensure_callback_url_allowed(spec.callback_url, state.settings)
+        check_create_fields(
+            state.settings, metadata=spec.metadata, callback_url=spec.callback_url, prefix="input."
+        )
+        await ensure_callback_url_allowed(spec.callback_url, state.settings, prefix="input.")
     await ensure_callback_url_allowed(body.callback_url, state.settings)
     new = job_queue.NewJob(
         org_id=org,
