@@ -5,14 +5,8 @@ Webhooks go to ``Receiver``, a real HTTP server on a loopback port (hence ``webh
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +19,7 @@ from longops.client import IngestError
 from longops.domain.schemas import Job
 from tests.support.harness import requests_for
 from tests.support.noop_handlers import NOOP_JOB_TYPE
+from tests.support.receiver import Answer, Receiver, wait_until
 from tests.support.servers import app_in_loop, app_in_thread
 
 NOOP_HANDLERS = "tests.support.noop_handlers"
@@ -181,47 +176,13 @@ def test_job_create_is_idempotent(make_settings: Any, tmp_path: Path) -> None:
         assert [j.id for j in client.jobs.list(job_type=NOOP_JOB_TYPE).data] == [other.id, first.id]
 
 
-class Receiver:
-    """A loopback webhook receiver answering the scripted statuses in order, then the last one."""
-
-    def __init__(self, *statuses: int) -> None:
-        self.statuses = list(statuses)
-        self.hits: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                receiver.hits.append(json.loads(body))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    @contextmanager
-    def running(self) -> Iterator[Receiver]:
-        thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join(timeout=5)
-
-
 async def test_async_client_ingests_a_file_and_lists_deliveries(make_settings: Any, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "batch.jsonl", requests_for("alpha", "beta"))
     settings = file_settings(
         make_settings, tmp_path, webhook_allow_private=True, webhook_backoff_seconds=0.05
     )
-    with Receiver(500, 200).running() as receiver:
+    with Receiver().running() as receiver:
+        receiver.answer(Answer(500), Answer(200))
         async with app_in_loop(settings) as app, longops.AsyncClient(base_url=app.url) as client:
             batch = await client.batches.create_from_file(
                 source, provider="simulator", callback_url=receiver.url, poll_interval=0.05, timeout=30
@@ -229,23 +190,23 @@ async def test_async_client_ingests_a_file_and_lists_deliveries(make_settings: A
             assert batch.callback_url == receiver.url
             assert (await client.batches.wait(batch.id, timeout=30, poll_interval=0.05)).status == "completed"
 
-            deadline = time.monotonic() + 20
-            while len(attempts := await client.batches.deliveries(batch.id)) < 2:
-                assert time.monotonic() < deadline, f"deliveries so far: {attempts}"
-                await asyncio.sleep(0.05)
+            async def attempts_reach(count: int) -> bool:
+                return len(await client.jobs.deliveries(batch.id)) >= count
+
+            await wait_until(lambda: attempts_reach(2), timeout=20, what="two delivery attempts")
+            attempts = await client.batches.deliveries(batch.id)
             assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
             assert attempts[0].error and attempts[1].error is None
             assert await client.jobs.deliveries(batch.id) == attempts
 
             event = await client.batches.redeliver(batch.id)
             assert (event.object, event.type) == ("webhook_event", "batch.completed")
-            while len(attempts := await client.jobs.deliveries(batch.id)) < 3:
-                assert time.monotonic() < deadline, f"deliveries so far: {attempts}"
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: attempts_reach(3), timeout=20, what="the redelivery")
+            attempts = await client.jobs.deliveries(batch.id)
             assert attempts[2].status_code == 200
             with pytest.raises(longops.NotFoundError):
                 await client.jobs.redeliver("job_doesnotexist")
-    assert [hit["data"]["id"] for hit in receiver.hits] == [batch.id] * 3
+    assert [json.loads(hit.body)["data"]["id"] for hit in receiver.hits] == [batch.id] * 3
 
 
 # --- CLI ------------------------------------------------------------------------------------------

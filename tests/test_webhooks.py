@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -38,6 +35,7 @@ from longops.store.transitions import finish_job, finish_jobs
 from longops.store.types import utcnow
 from longops.store.webhook_tables import webhook_events
 from longops.webhooks import WebhookVerificationError, generate_secret, sign, verify
+from tests.support.receiver import Answer, Receiver, wait_until
 from tests.support.servers import app_in_loop
 
 SECRET = generate_secret()
@@ -47,104 +45,10 @@ REQUEST = {
 }
 
 
-# --- the receiver -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int = 200
-    delay: float = 0.0  # seconds to wait before answering
-
-
-@dataclass(frozen=True)
-class Hit:
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    at: float  # time.monotonic() when the request arrived
-    status: int  # what the receiver answered (or was about to, for a slow answer)
-
-
-class Receiver:
-    """A loopback webhook receiver: answers in script order, repeating the last answer."""
-
-    def __init__(self) -> None:
-        self.hits: list[Hit] = []
-        self._answers: list[Answer] = [Answer()]
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                with receiver._lock:
-                    answer = receiver._answers.pop(0) if len(receiver._answers) > 1 else receiver._answers[0]
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    receiver.hits.append(Hit(headers, body, time.monotonic(), answer.status))
-                if answer.delay and receiver._closing.wait(answer.delay):
-                    return
-                try:
-                    self.send_response(answer.status)
-                    self.send_header("content-length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:
-                    pass  # the sender gave up (timeout)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            request_queue_size = 128
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-
-    def answer(self, *answers: Answer) -> None:
-        with self._lock:
-            self._answers = list(answers)
-
-    def statuses(self) -> list[int]:
-        return [hit.status for hit in self.hits]
-
-    @contextmanager
-    def running(self) -> Iterator[Receiver]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._closing.set()
-            self._server.shutdown()
-            self._server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with Receiver().running() as running:
         yield running
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], *, timeout: float = 30.0, what: str = ""
-) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def webhook_settings(make_settings: Callable[..., Settings], **overrides: object) -> Settings:
