@@ -30,7 +30,8 @@ Without a marker, an item errors with ``overloaded_error`` when :func:`error_rol
 Test controls, under ``/_simulator/``:
 
 * ``GET stats`` → ``{"calls": {"create", "retrieve", "list", "cancel", "results": n},
-  "by_batch": {batch_id: {"retrieve": n, "cancel": n, "results": n}}, "batches": n}``
+  "by_batch": {batch_id: {"retrieve": n, "cancel": n, "results": n}}, "batches": n}``; a create
+  counts once its body has arrived whole (a sender that dies mid-body made no create)
 * ``POST faults`` queues faults, each used by one later call (``GET`` shows them, ``DELETE`` clears):
   ``{"<endpoint>_errors": [500, 529]}`` answers those statuses without acting;
   ``{"create_applied_errors": [500]}`` creates the batch, then answers the status;

@@ -190,8 +190,10 @@ def create_app(state: SimulatorState) -> Starlette:
     faults, stats = Faults(), Stats()
 
     async def create(request: Request) -> Response:
-        stats.count("create")
         body = await request.body()  # read even when failing, so the client is not cut off mid-send
+        # Counted once the body is whole: a client that dies mid-send (the body is streamed) has not
+        # made a create the provider could act on, and nothing is created.
+        stats.count("create")
         faults.raise_error("create")
         items = await anyio.to_thread.run_sync(parse_create_body, body, state.config.error_rate)
         batch = await anyio.to_thread.run_sync(state.create, items)
