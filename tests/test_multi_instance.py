@@ -205,6 +205,25 @@ def test_second_engine_on_one_sqlite_file_refuses(tmp_path: Path) -> None:
         assert first.popen.wait(30) == 0
 
 
+@pytest.mark.parametrize("command", [["engine"], ["serve", "--port", "0"]])
+def test_unopenable_engine_lock_file_is_a_one_line_error(tmp_path: Path, command: list[str]) -> None:
+    """The engine's lock file beside a SQLite database cannot be created (here a directory holds its
+    name; elsewhere, a directory without write permission): both commands stop with one line naming
+    the file, not a traceback, and nothing listens."""
+    (tmp_path / "one.db.engine.lock").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "longops", *command],
+        env={**os.environ, "LONGOPS_DATABASE_URL": f"sqlite:///{tmp_path / 'one.db'}", **ENGINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert f"cannot open the engine's lock file {tmp_path / 'one.db.engine.lock'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_server_stopped_mid_batch_and_started_again_completes(tmp_path: Path, database_url: str) -> None:
     """Both backends: `longops serve` is killed while a batch runs; a restarted server finishes it."""
     with cluster(tmp_path, LONGOPS_DATABASE_URL=database_url, **ENGINE_ENV) as group:

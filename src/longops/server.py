@@ -15,7 +15,7 @@ import uvicorn
 from longops.api.app import create_app
 from longops.api.auth import DEFAULT_ORG, is_loopback_host
 from longops.engine.engine import Engine
-from longops.engine.leadership import EngineAlreadyRunning, SQLiteLeadership
+from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
 from longops.handlers import HandlerLoadError
 from longops.settings import Settings
@@ -104,7 +104,7 @@ def serve(
     )
     try:
         server.run()
-    except EngineAlreadyRunning as exc:
+    except EngineSlotError as exc:
         raise StartupError(str(exc)) from exc
     if server.started is False and not server.should_exit:
         raise StartupError("the server did not start; see the log above")
@@ -122,7 +122,7 @@ def _check_engine_slot(settings: Settings) -> None:
     probe = SQLiteLeadership(path)
     try:
         asyncio.run(probe.try_acquire())
-    except EngineAlreadyRunning as exc:
+    except EngineSlotError as exc:
         raise StartupError(str(exc)) from exc
     asyncio.run(probe.release())
 
@@ -176,7 +176,7 @@ def run_engine(settings: Settings) -> None:
     try:
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
-    except (EngineAlreadyRunning, HandlerLoadError) as exc:
+    except (EngineSlotError, HandlerLoadError) as exc:
         raise StartupError(str(exc)) from exc
 
 

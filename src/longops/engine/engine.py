@@ -70,7 +70,7 @@ class Engine:
         return "leader" if self.is_leader else "standby"
 
     async def start(self) -> None:
-        """Start; on SQLite, take the one-engine guard first (raises EngineAlreadyRunning)."""
+        """Start; on SQLite, take the one-engine guard first (raises an EngineSlotError)."""
         load_handlers(self._settings.handlers)
         if self._db.is_sqlite:
             await self._leadership.try_acquire()

@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 LEADER_APPLICATION_NAME = "longops-leader"
 
 
-class EngineAlreadyRunning(RuntimeError):
+class EngineSlotError(RuntimeError):
+    """This process cannot run the engine on a SQLite file; the message says why, in one line."""
+
+
+class EngineAlreadyRunning(EngineSlotError):
     pass
+
+
+class EngineLockUnavailable(EngineSlotError):
+    """The lock file beside the database cannot be opened (permissions, a directory in its place)."""
 
 
 class Leadership(Protocol):
@@ -56,7 +64,13 @@ class SQLiteLeadership:
     async def try_acquire(self) -> bool:
         if self._file is not None:
             return True
-        handle = self._path.open("a+")
+        try:
+            handle = self._path.open("a+")
+        except OSError as exc:
+            raise EngineLockUnavailable(
+                f"cannot open the engine's lock file {self._path}: {exc.strerror or exc}; the engine "
+                "needs to create it beside the SQLite database (check that directory's permissions)"
+            ) from exc
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
