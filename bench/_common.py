@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -35,6 +38,42 @@ __all__ = [
     "terms",
     "wait_for",
 ]
+
+
+def reference_workload_ms(rounds: int = 5) -> float:
+    """Milliseconds for a fixed pure-Python workload on one core (best of ``rounds``): JSON encoding
+    and decoding of a 1 KB record 20,000 times, much like the per-item work of ingestion.
+
+    The machine's speed is not constant: the same code on the same kind of VM measured 0.34 and
+    0.92 ms of CPU per API request on different days. Printed beside the figures, it tells a
+    slower code from a slower machine: a run whose figures fall with this one rising is the machine.
+    """
+    record = {"custom_id": "req-000001", "result": {"type": "succeeded", "text": "x" * 900}}
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(20_000):
+            json.loads(json.dumps(record))
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.machine()
+
+
+def print_machine() -> None:
+    """One line naming the machine and its reference speed (see :func:`reference_workload_ms`)."""
+    print(
+        f"machine: {os.cpu_count()} cores, {_cpu_model()}, "
+        f"Python {platform.python_version()}; reference workload {reference_workload_ms():.0f} ms "
+        "(lower is faster)",
+        flush=True,
+    )
 
 
 def peak_rss_mb(pid: int | None = None) -> float:

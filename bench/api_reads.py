@@ -50,6 +50,7 @@ from _common import (
     dsn,
     free_port,
     peak_rss_mb,
+    print_machine,
     profiling_pid,
     requests_for,
     summarize_profile,
@@ -290,6 +291,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server; summary printed")
     args = parser.parse_args()
     wrk_executable()
+    print_machine()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import cluster, database, peak_rss_mb, profiling_pid, summarize_profile
+from _common import cluster, database, peak_rss_mb, print_machine, profiling_pid, summarize_profile
 
 PROMPT = "Summarize the following text in one paragraph. " + "lorem ipsum dolor sit amet " * 33
 
@@ -74,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
+    print_machine()
     payload = body(args.requests)
     print(f"body: {args.requests} requests, {len(payload) / 1e6:.1f} MB")
     print(f"{'backend':<10} {'min s':>7} {'median s':>9} {'max s':>7} {'server peak RSS MB':>19}")

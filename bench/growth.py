@@ -30,7 +30,7 @@ from longops.store.db import Database, open_database
 from longops.store.migrate import upgrade_database
 from longops.store.tables import items, jobs, provider_batches
 
-from _common import StatementCounter, app_in_loop, database
+from _common import StatementCounter, app_in_loop, database, print_machine
 
 STAMP = datetime(2026, 11, 1, tzinfo=UTC)
 SMALL_BATCH = 10
@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--plans", action="store_true", help="print the plans of the small database too")
     args = parser.parse_args()
+    print_machine()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
         results = {}

@@ -42,6 +42,7 @@ from longops.store.types import utcnow
 from _common import (
     database,
     peak_rss_mb,
+    print_machine,
     profile_command,
     profiling_pid,
     simulator_process_pid,
@@ -175,6 +176,7 @@ def main() -> None:
         args.shape
     ]
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    print_machine()
     print(
         f"{'backend':<10} {'workload':<18} {'items':>8} {'seconds':>8} {'items/s':>9} {'peak RSS MB':>12}"
         f" {'ms/batch':>9} {'overhead ms/batch':>18} {'poller CPU s':>13}"

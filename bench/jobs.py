@@ -468,11 +468,12 @@ def main() -> None:
             return
 
     sys.path.insert(0, str(BENCH))
-    from _common import dsn, fresh_database, postgres_server, summarize_profile
+    from _common import dsn, fresh_database, postgres_server, print_machine, summarize_profile
 
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     concurrencies = args.concurrency or [100]
+    print_machine()
     print(
         f"{args.jobs:,} no-op jobs, enqueued in bulk, {args.workers} worker processes per system, "
         "each system in its own fresh database"

@@ -42,7 +42,7 @@ from longops.store.terms import begin_term, term_fence
 from longops.store.transitions import start_job
 from longops.store.types import utcnow
 
-from _common import StatementCounter, database, peak_rss_mb, simulator_process_pid
+from _common import StatementCounter, database, peak_rss_mb, print_machine, simulator_process_pid
 
 PARAMS = {"model": "claude-sim", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
 HOURS = 3600.0 * 6
@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10_000)
     args = parser.parse_args()
     sizes = [10, 100, 1000]
+    print_machine()
     with tempfile.TemporaryDirectory(prefix="longops-sim-") as state, database(args.backend) as db_url:
         started = time.perf_counter()
         sim_ids = simulator_state(state, args.batches)
