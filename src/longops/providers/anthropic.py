@@ -310,6 +310,22 @@ def _batch_info_from_json(body: bytes) -> ProviderBatchInfo:
     )
 
 
+def _compact_json(value: Any) -> str:
+    """``value`` as compact JSON text that any database can store as UTF-8.
+
+    Non-ASCII text stays as it is (at most half the bytes of its ``\\u`` escapes), except
+    when a string holds a lone surrogate (from a ``"\\ud83d"`` escape cut from its pair): no UTF-8
+    encoding exists for it, the write of the whole group of results would fail on every retry, so
+    then the text is escaped to ASCII, which keeps the provider's escape as it was sent.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+    return text
+
+
 def parse_result_line(line: str | bytes) -> ProviderResult:
     """One JSONL results line as a ProviderResult; a malformed line raises ``ProviderOutcomeUnknown``.
 
@@ -329,12 +345,13 @@ def parse_result_line(line: str | bytes) -> ProviderResult:
                 pass  # not UTF-8: let the general path reject it
     try:
         data = json.loads(raw)
-        custom_id: str = data["custom_id"]
+        custom_id = data["custom_id"]
+        if not isinstance(custom_id, str):
+            raise TypeError("custom_id must be a string")
         result: dict[str, Any] = data["result"]
         status = anthropic_item_status(result["type"])
         if result["type"] == "succeeded":
-            message_json = json.dumps(result["message"], separators=(",", ":"), ensure_ascii=False)
-            return ProviderResult(custom_id, status, message_json, None)
+            return ProviderResult(custom_id, status, _compact_json(result["message"]), None)
         if result["type"] == "errored":
             inner = result["error"].get("error", result["error"])
             error = {"type": inner.get("type", "api_error"), "message": inner.get("message", "")}
