@@ -7,6 +7,10 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
+from longops.store.db import Database
 from tests.support.harness import harness, requests_for
 
 
@@ -259,3 +263,75 @@ async def test_large_provider_batches_are_sent_whole_and_in_order(make_settings:
         results = [json.loads(line) for line in await h.results(batch["id"])]
         assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(4500)]
         assert all(r["response"]["content"][0]["text"] == f"q{i}" for i, r in enumerate(results))
+
+
+async def _refuse_responses_containing(db: Database, marker: str) -> None:
+    """A database trigger that refuses to store a response holding ``marker``: what a poison batch
+    looks like to the poller (the database rejects its results, on every retry)."""
+    async with db.write() as conn:
+        if db.is_postgres:
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_response() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'response refused by the test'; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_response BEFORE UPDATE ON items FOR EACH ROW "
+                    f"WHEN (NEW.response LIKE '%{marker}%') EXECUTE FUNCTION refuse_response()"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_response BEFORE UPDATE ON items "
+                    f"WHEN NEW.response LIKE '%{marker}%' "
+                    "BEGIN SELECT RAISE(ABORT, 'response refused by the test'); END"
+                )
+            )
+
+
+async def _stop_refusing(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(text("DROP TRIGGER refuse_response" + (" ON items" if db.is_postgres else "")))
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 2], ids=["in-the-completing-group", "in-an-earlier-chunk"])
+async def test_batch_whose_results_are_refused_does_not_hold_back_the_others(
+    make_settings: Any, chunk_size: int
+) -> None:
+    """One batch's results are refused by the database (with 1,000 per chunk, in the group that
+    completes the batches ending in the cycle; with 2, in the first chunk of its stream): the other
+    batches complete in the same cycle, the refused one stays running with an ``ingest_failed``
+    error that shows none of the refused data, and completes once the database takes its results."""
+    async with harness(make_settings(ingest_chunk_size=chunk_size)) as h:
+        await _refuse_responses_containing(h.db, "refuse-me")
+        plain = await h.create_batch(requests_for("a0", "a1", "a2"))
+        poisoned = await h.create_batch(requests_for("refuse-me b0", "b1", "b2"))
+        other = await h.create_batch(requests_for("c0", "c1", "c2"))
+        await h.submitter.run_once()
+        await h.poll()  # does not raise: the refusal is the batch's own
+        plain, poisoned, other = [await h.batch(b["id"]) for b in (plain, poisoned, other)]
+        assert (plain["status"], poisoned["status"], other["status"]) == ("completed", "running", "completed")
+        assert plain["request_counts"]["succeeded"] == other["request_counts"]["succeeded"] == 3
+        (pb,) = poisoned["provider_batches"]
+        assert pb["status"] == "running"
+        assert pb["error"]["type"] == "ingest_failed"
+        assert (
+            "refuse-me" not in pb["error"]["message"] and "refused by the test" not in pb["error"]["message"]
+        )
+        async with h.db.read() as conn:
+            errors = await conn.execute(
+                text(f"SELECT poll_errors FROM provider_batches WHERE id = '{pb['id']}'")
+            )
+            assert errors.scalar_one() == 1
+
+        await _stop_refusing(h.db)
+        await h.poll(times=3)
+        poisoned = await h.batch(poisoned["id"])
+        assert poisoned["status"] == "completed", poisoned
+        assert poisoned["request_counts"]["succeeded"] == 3
+        assert poisoned["provider_batches"][0]["error"] is None
+        results = _by_custom_id(await h.results(poisoned["id"]))
+        assert results["r0"]["response"]["content"][0]["text"].endswith("refuse-me b0")

@@ -13,8 +13,13 @@ Invariants:
 * The last chunks of the batches that end in one cycle are written and completed together
   (:mod:`longops.store.completion`): a transaction of a constant number of statements per
   ``INGEST_CHUNK_SIZE`` results, not per batch, so a thousand small batches cost about as much as
-  one batch of the same items. A failed group transaction leaves all of its batches running, due
-  again at once (an ended batch has no next poll time recorded), and the next cycle redoes them.
+  one batch of the same items. When a group transaction fails, its batches are completed one by
+  one, so a batch whose results the database refuses (a poison batch) does not hold back the rest.
+* A batch whose results cannot be written stays running and is retried at a backoff, like a
+  provider error, with ``error.type`` ``ingest_failed`` (the chunks already written stay: the
+  retry writes only what is missing). A failure that says nothing about the batches (the database
+  out of reach, leadership lost: :func:`_independent_of_batches`) is raised instead, after the
+  cycle's bookkeeping, and leaves the batches it hit due again at once.
 * Reading overlaps writing: while one chunk is written, the next is read and parsed. Chunks are
   still written one at a time and in stream order, and memory stays bounded: per ingesting batch,
   the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
@@ -40,6 +45,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.statuses import ItemStatus
@@ -52,6 +58,7 @@ from longops.store import provider_batches as pbs
 from longops.store.completion import EndedBatch, complete_ended_batches
 from longops.store.db import Database, defer_commit_flush
 from longops.store.items import ItemSpan, close_items, ingest_results
+from longops.store.terms import Deposed
 from longops.store.transitions import finalize_batch_if_done
 from longops.store.types import utcnow
 
@@ -98,14 +105,25 @@ class Poller:
                 return await self._poll_one(pb, stats, completions)
 
         # Every poll runs to its end even if one fails, so nothing is left running into the next
-        # cycle; what ended is written and what was polled recorded, then the first failure raised.
+        # cycle; what ended is written and what was polled recorded, then a failure that is not a
+        # batch's own is raised.
         outcomes = await asyncio.gather(*(poll(pb) for pb in due), return_exceptions=True)
-        failures: list[BaseException] = [o for o in outcomes if isinstance(o, BaseException)]
+        records: list[pbs.PollRecord] = []
+        failed_writes: list[tuple[RowMapping, Exception]] = []
+        failures: list[BaseException] = []
+        for pb, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, pbs.PollRecord):
+                records.append(outcome)
+            elif isinstance(outcome, Exception) and not _independent_of_batches(outcome):
+                failed_writes.append((pb, outcome))
+            elif isinstance(outcome, BaseException):
+                failures.append(outcome)
         try:
-            await completions.flush()
+            due_by_id = {pb["id"]: pb for pb in due}
+            failed_writes += [(due_by_id[ended.pb_id], exc) for ended, exc in await completions.flush()]
         except Exception as exc:
             failures.append(exc)
-        records = [o for o in outcomes if isinstance(o, pbs.PollRecord)]
+        records += [self._failed_write(pb, exc, stats) for pb, exc in failed_writes]
         await pbs.record_polls(self._db, records, utcnow())
         if failures:
             raise failures[0]
@@ -192,6 +210,19 @@ class Poller:
             error=error,
         )
 
+    def _failed_write(self, pb: RowMapping, exc: Exception, stats: CycleStats) -> pbs.PollRecord:
+        """A batch whose results could not be ingested: retried at a backoff, as a failed poll."""
+        stats.errors += 1
+        log.error(
+            "ingesting the results of %s (%s) failed; it stays running and is retried at a backoff",
+            pb["id"],
+            pb["provider_batch_id"],
+            exc_info=exc,
+        )
+        # Shown to the batch's owner: the exception's text may quote other batches' results.
+        message = f"ingesting the results failed ({type(exc).__name__}); see the engine's log"
+        return self._failed_poll(pb, {"type": "ingest_failed", "message": message})
+
     async def _ingest(
         self, provider: Provider, pb: RowMapping, info: ProviderBatchInfo, completions: _Completions
     ) -> int:
@@ -274,6 +305,14 @@ class Poller:
                 await finalize_batch_if_done(conn, pb["job_id"], now)
 
 
+def _independent_of_batches(exc: BaseException) -> bool:
+    """Whether a failed write says nothing about the batches it held: the database out of reach or
+    busy, or this instance no longer the leader. Writing them one by one would fail alike."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (Deposed, OSError, TimeoutError))
+
+
 def _result_size(result: ProviderResult) -> int:
     """What a result weighs toward a chunk's ``_CHUNK_BYTES`` (its response text, or a small error)."""
     return len(result.response_json) if result.response_json is not None else 100
@@ -292,8 +331,11 @@ class _Completions:
     meanwhile keep reading instead of waiting for the database. Up to ``_WRITES_IN_FLIGHT`` groups
     are written at once (they hold different batches; each transaction locks its job rows in id
     order, so two of them cannot deadlock); a hand-over beyond that waits for the oldest write.
-    :meth:`flush` writes the rest and waits for every write, at the end of the cycle; a failed
-    write is raised there or at a hand-over, and leaves its batches running, to be polled again.
+    :meth:`flush` writes the rest and waits for every write, at the end of the cycle.
+
+    A group whose transaction fails is written again one batch per transaction; :meth:`flush`
+    returns the batches that failed alone. A failure independent of the batches is raised there
+    (or at a hand-over) instead, and leaves the batches of its group running, to be polled again.
     """
 
     def __init__(self, db: Database, max_results: int, stats: CycleStats) -> None:
@@ -305,6 +347,7 @@ class _Completions:
         self._results = 0
         self._bytes = 0
         self._writing: collections.deque[asyncio.Task[None]] = collections.deque()
+        self._failed: list[tuple[EndedBatch, Exception]] = []
 
     async def add(self, ended: EndedBatch) -> None:
         # Under the lock: while a hand-over waits for a write slot, no group grows past its size.
@@ -315,7 +358,8 @@ class _Completions:
             if self._results >= self._max_results or self._bytes >= _CHUNK_BYTES:
                 await self._hand_over()
 
-    async def flush(self) -> None:
+    async def flush(self) -> list[tuple[EndedBatch, Exception]]:
+        """Write what is pending and wait for every write; the batches that failed alone, and why."""
         async with self._lock:
             try:
                 await self._hand_over()
@@ -325,6 +369,7 @@ class _Completions:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            return self._failed
 
     async def _hand_over(self) -> None:
         """Start writing the pending group, once a write slot is free (the lock is held)."""
@@ -336,6 +381,25 @@ class _Completions:
         self._writing.append(asyncio.create_task(self._write(group)))
 
     async def _write(self, group: list[EndedBatch]) -> None:
+        try:
+            await self._complete(group)
+            return
+        except Exception as exc:
+            if _independent_of_batches(exc):
+                raise
+            if len(group) == 1:
+                self._failed.append((group[0], exc))
+                return
+            log.warning("completing %d ended batches together failed (%r); one by one now", len(group), exc)
+        for ended in group:
+            try:
+                await self._complete([ended])
+            except Exception as exc:
+                if _independent_of_batches(exc):
+                    raise
+                self._failed.append((ended, exc))
+
+    async def _complete(self, group: list[EndedBatch]) -> None:
         async with self._db.write() as conn:
             written = await complete_ended_batches(conn, group, utcnow())
         self._stats.items_ingested += written
