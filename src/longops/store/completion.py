@@ -9,13 +9,14 @@ batches that ended in a poll cycle, instead of about ten statements per batch.
 Within the transaction, in order: every result is written (only into items still open), the
 provider batches go running → completed (a compare-and-set: one that another writer completed
 first is left alone), the job counters get exactly the rows that changed, items the provider
-returned nothing for are errored (looked for only in jobs whose counters show open items), and
-each job whose provider batches have all ended is finalized (its terminal status and webhook
-event).
+returned nothing for are errored (looked for only in jobs whose counters, read under the lock,
+still show open items), and each job whose provider batches have all ended is finalized (its
+terminal status and webhook event).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,8 +30,8 @@ from longops.store.provider_batches import complete_provider_batches
 from longops.store.transitions import (
     add_item_counts,
     finalize_batches_if_done,
-    jobs_with_open_items,
     lock_jobs,
+    open_item_count,
 )
 
 MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
@@ -54,13 +55,17 @@ async def complete_ended_batches(conn: AsyncConnection, ended: Sequence[EndedBat
         chunks.setdefault(batch.job_id, []).extend(batch.last_results)
     # Every job row this transaction may write, locked first and in id order: the counters and the
     # finalize below then add no lock out of order, so two groups in flight cannot deadlock.
-    await lock_jobs(conn, chunks)
+    locked = await lock_jobs(conn, chunks)
     written = await ingest_chunks(conn, chunks, now)
     completed = await complete_provider_batches(
         conn, {batch.pb_id: batch.processing_status for batch in ended}, now
     )
     await add_item_counts(conn, written, now)
-    incomplete = await jobs_with_open_items(conn, {span.job_id for span in completed})
+    # Open items left: the counters as read under the lock (no one else can change them now), less
+    # what this transaction has just made final.
+    incomplete = {
+        job["id"] for job in locked if open_item_count(job) > sum(written.get(job["id"], Counter()).values())
+    }
     missing = await close_open_items(
         conn,
         [span for span in completed if span.job_id in incomplete],

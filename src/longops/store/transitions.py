@@ -176,10 +176,12 @@ async def finalize_batches_if_done(
     if not job_ids:
         return {}
     locked = await lock_jobs(conn, job_ids)
-    open_jobs = {
-        job["id"]: job for job in locked if not JobStatus(job["status"]).is_terminal and not _open_items(job)
+    candidates = {
+        job["id"]: job
+        for job in locked
+        if not JobStatus(job["status"]).is_terminal and not open_item_count(job)
     }
-    if not open_jobs:
+    if not candidates:
         return {}
     # A new statement, so a new snapshot (READ COMMITTED) taken after the locks above were granted.
     states = await conn.execute(
@@ -195,13 +197,13 @@ async def finalize_batches_if_done(
                 provider_batches.c.job_id == jobs.c.id,
                 provider_batches.c.status == ProviderBatchStatus.FAILED,
             ),
-        ).where(jobs.c.id.in_(list(open_jobs)))
+        ).where(jobs.c.id.in_(list(candidates)))
     )
     ending: dict[tuple[JobStatus, StopReason | None], dict[str, dict[str, Any]]] = {}
     for job_id, open_pbs, failed_pbs in states:
         if open_pbs:
             continue
-        job = open_jobs[job_id]
+        job = candidates[job_id]
         counts = RequestCounts(
             total=job["n_total"],
             succeeded=job["n_succeeded"],
@@ -219,7 +221,7 @@ async def finalize_batches_if_done(
             message = f"no request succeeded ({counts.errored} errored)"
             values["error"] = {"type": "batch_failed", "message": message}
         ending.setdefault((outcome.status, outcome.stop_reason), {})[job_id] = values
-    with_callback = {job_id for job_id, job in open_jobs.items() if job["callback_url"] is not None}
+    with_callback = {job_id for job_id, job in candidates.items() if job["callback_url"] is not None}
     ended: dict[str, JobStatus] = {}
     for (status, stop_reason), rows in ending.items():
         won = await finish_jobs(conn, status, now, rows, stop_reason=stop_reason, with_callback=with_callback)
@@ -234,17 +236,9 @@ async def lock_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> Sequence
     return (await conn.execute(query.with_for_update())).mappings().all()
 
 
-def _open_items(job: RowMapping) -> int:
+def open_item_count(job: RowMapping) -> int:
+    """Items of a job row (as :func:`lock_jobs` reads it) that are not final yet, by its exact counters."""
     return int(job["n_total"]) - sum(int(job[column]) for column in _COUNTER_COLUMNS.values())
-
-
-async def jobs_with_open_items(conn: AsyncConnection, job_ids: Collection[str]) -> set[str]:
-    """Which of these jobs still have items that are not final (by their exact request counters)."""
-    if not job_ids:
-        return set()
-    finals = sum((jobs.c[column] for column in _COUNTER_COLUMNS.values()), literal(0))
-    rows = await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)), jobs.c.n_total > finals))
-    return set(rows.scalars())
 
 
 _FINALIZE_COLUMNS = (
