@@ -381,16 +381,16 @@ class _Completions:
         self._writing.append(asyncio.create_task(self._write(group)))
 
     async def _write(self, group: list[EndedBatch]) -> None:
-        try:
-            await self._complete(group)
-            return
-        except Exception as exc:
-            if _independent_of_batches(exc):
-                raise
-            if len(group) == 1:
-                self._failed.append((group[0], exc))
+        if len(group) > 1:
+            try:
+                await self._complete(group)
                 return
-            log.warning("completing %d ended batches together failed (%r); one by one now", len(group), exc)
+            except Exception as exc:
+                if _independent_of_batches(exc):
+                    raise
+                # The class only: the batch that fails alone is logged with the whole exception.
+                name = type(exc).__name__
+                log.warning("completing %d ended batches together failed (%s); one by one", len(group), name)
         for ended in group:
             try:
                 await self._complete([ended])
