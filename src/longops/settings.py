@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(60.0, gt=0)
     provider_clock_skew_seconds: float = Field(5.0, ge=0)
     ingest_chunk_size: int = Field(1000, ge=1)
+    results_max_attempts: int = Field(10, ge=1)
 
     anthropic_max_requests: int = Field(100_000, ge=1)
     anthropic_max_bytes: int = Field(268_435_456, ge=1)

@@ -13,7 +13,7 @@ import pytest
 
 from longops.domain.statuses import ItemStatus
 from longops.providers.anthropic import parse_result_line
-from longops.providers.base import ProviderOutcomeUnknown
+from longops.providers.base import INVALID_RESULTS_LINE, ProviderResult, UnreadableLine
 
 MESSAGE = {
     "id": "msg_1",
@@ -25,6 +25,7 @@ MESSAGE = {
 def test_spaced_line_with_other_key_order_keeps_the_message_and_its_text() -> None:
     line = json.dumps({"result": {"message": MESSAGE, "type": "succeeded"}, "custom_id": "q-1"}, indent=1)
     result = parse_result_line(line.replace("\n", " "))
+    assert isinstance(result, ProviderResult)
     assert (result.custom_id, result.status, result.error) == ("q-1", ItemStatus.SUCCEEDED, None)
     assert result.response_json is not None
     assert json.loads(result.response_json) == MESSAGE
@@ -36,6 +37,7 @@ def test_lone_surrogate_escape_is_kept_escaped_so_the_response_can_be_stored() -
     # string has no UTF-8 encoding, so a database write of it would fail on every retry.
     line = b'{"custom_id": "q-2", "result": {"type": "succeeded", "message": {"text": "cut \\ud83d"}}}'
     result = parse_result_line(line)
+    assert isinstance(result, ProviderResult)
     assert result.status == ItemStatus.SUCCEEDED
     assert result.response_json is not None
     result.response_json.encode()  # raises UnicodeEncodeError if a lone surrogate got through
@@ -46,14 +48,50 @@ def test_lone_surrogate_escape_is_kept_escaped_so_the_response_can_be_stored() -
 @pytest.mark.parametrize(
     "line",
     [
-        '{"custom_id": 17, "result": {"type": "succeeded", "message": {}}}',
-        '{"custom_id": null, "result": {"type": "errored", "error": {"type": "error"}}}',
-        '{"custom_id": "q-3", "result": {"type": "sideways"}}',
-        '{"custom_id": "q-4"}',
+        b'{"custom_id": 17, "result": {"type": "succeeded", "message": {}}}',
+        b'{"custom_id": null, "result": {"type": "errored", "error": {"type": "error"}}}',
+        b'{"result": {"type": "succeeded", "message": {"x": NaN}}}',
+        b"\x00\x01 not json",
     ],
 )
-def test_malformed_line_is_an_unknown_outcome_naming_the_line(line: str) -> None:
-    with pytest.raises(ProviderOutcomeUnknown) as raised:
-        parse_result_line(line)
-    assert raised.value.error_type == "invalid_results_line"
-    assert line[:40] in raised.value.message
+def test_unreadable_line_naming_no_item_is_reported_not_raised(line: bytes) -> None:
+    result = parse_result_line(line)
+    assert isinstance(result, UnreadableLine)
+    assert repr(line[:20])[2:-1] in result.reason
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"custom_id": "q-3", "result": {"type": "sideways"}}',
+        b'{"custom_id": "q-3"}',
+        b'{"custom_id":"q-3","result":{"type":"succeeded","message":{"cut": "in the midd',
+        b'{"custom_id":"q-3","result":{"type":"succeeded","message":{"v":NaN}}}',
+        b'{"custom_id":"q-3","result":{"type":"succeeded","message":{"t":"\xff\xfe"}}}',
+        b'{"custom_id": "q-3", "result": {"type": "errored", "error": "not an object"}}',
+    ],
+)
+def test_unreadable_line_naming_an_item_errors_that_item(line: bytes) -> None:
+    result = parse_result_line(line)
+    assert isinstance(result, ProviderResult)
+    assert (result.custom_id, result.status, result.response_json) == ("q-3", ItemStatus.ERRORED, None)
+    assert result.error is not None and result.error["type"] == INVALID_RESULTS_LINE
+    json.dumps(result.error, allow_nan=False)
+
+
+def test_errored_line_with_odd_fields_gives_a_textual_error_without_nul() -> None:
+    line = (
+        b'{"custom_id": "q-5", "result": {"type": "errored", '
+        b'"error": {"type": 7, "message": {"a": "b\\u0000"}}}}'
+    )
+    result = parse_result_line(line)
+    assert isinstance(result, ProviderResult) and result.error is not None
+    assert result.error == {"type": "7", "message": '{"a":"b\\u0000"}'}
+
+
+def test_a_nul_in_a_message_is_kept_escaped_so_postgresql_can_store_it() -> None:
+    line = b'{"custom_id": "q-6", "result": {"type": "succeeded", "message": {"text": "a\\u0000b"}}}'
+    result = parse_result_line(line)
+    assert isinstance(result, ProviderResult) and result.response_json is not None
+    assert "\x00" not in result.response_json
+    assert json.loads(result.response_json) == {"text": "a\x00b"}

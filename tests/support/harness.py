@@ -7,8 +7,8 @@ poller's public ``run_once`` themselves, so "after two polls" means exactly two 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,16 +82,27 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(settings: Settings, **simulator_options: Any) -> AsyncIterator[Harness]:
-    """The API without its engine, a simulator, and a submitter and poller the test drives."""
+async def harness(
+    settings: Settings,
+    *,
+    front: Callable[[str], AbstractAsyncContextManager[str]] | None = None,
+    **simulator_options: Any,
+) -> AsyncIterator[Harness]:
+    """The API without its engine, a simulator, and a submitter and poller the test drives.
+    ``front`` puts a server in front of the simulator (given its URL; yields the URL the engine
+    uses as the provider, e.g. ``tests.support.hostile``)."""
     settings = settings.model_copy(
         update={"poll_interval_seconds": 0.01, "poll_jitter_seconds": 0.0, "provider_timeout_seconds": 2.0}
     )
-    async with start_embedded(**simulator_options) as simulator_url:
-        settings = settings.model_copy(update={"simulator_url": simulator_url})
+    async with AsyncExitStack() as stack:
+        simulator_url = await stack.enter_async_context(start_embedded(**simulator_options))
+        provider_url = simulator_url
+        if front is not None:
+            provider_url = await stack.enter_async_context(front(simulator_url))
+        settings = settings.model_copy(update={"simulator_url": provider_url})
         async with app_in_loop(settings, run_engine=False) as app:
             db = open_database(settings.database_url)
-            registry = build_registry(settings, simulator_url)
+            registry = build_registry(settings, provider_url)
             metrics = Metrics()
             try:
                 async with (

@@ -13,7 +13,8 @@ from typing import Any
 
 from longops.domain.limits import DEFAULT_MAX_JSON_DEPTH, LimitExceeded, check_json
 
-CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Always applied with ``fullmatch``: ``^…$`` with ``match`` would accept a trailing newline.
+CUSTOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 OPENAI_BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses"})
 
 
@@ -74,7 +75,7 @@ def parse_requests(
 
 
 def _checked_custom_id(custom_id: object, where: str) -> str:
-    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
+    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.fullmatch(custom_id):
         raise BatchValidationError(f"{where}.custom_id", "must be a string matching ^[A-Za-z0-9_-]{1,64}$")
     return custom_id
 

@@ -3,6 +3,11 @@
 A standby tries to become leader every ``LEADER_RETRY_SECONDS`` (with jitter). A leader checks its
 leadership before every cycle of its loops is allowed to continue (at most every second); on loss it
 stops the leader-only loops at once, and only then tries to lead again.
+
+Any failure of a leadership cycle (the term start refused, the lock connection cut) is survived:
+the leader-only loops stop, the lock connection is closed (so another instance can lead), and the
+cycle is retried at an exponential backoff. :meth:`Engine.problem` says, for ``/readyz``, when a
+task that should run does not.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+from longops.engine.backoff import exponential
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
 from longops.engine.metrics import Metrics
@@ -35,6 +41,7 @@ from longops.store.types import utcnow
 log = logging.getLogger(__name__)
 
 LEADER_CHECK_SECONDS = 1.0
+LEADER_MAX_BACKOFF_SECONDS = 60.0
 
 
 def make_leadership(settings: Settings, db: Database) -> Leadership:
@@ -130,25 +137,59 @@ class Engine:
         return [WebhookDispatcher(self._db, self._settings), self._workers]
 
     async def _lead(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            if not self.is_leader:
-                try:
-                    acquired = await self._leadership.try_acquire()
-                except Exception as exc:  # database down: stay standby and retry
-                    log.warning("leader election failed: %s", exc)
-                    acquired = False
-                if acquired:
-                    await self._become_leader()
-                else:
-                    await self._pause(self._settings.leader_retry_seconds * random.uniform(0.8, 1.2))
-                    continue
-            if not await self._leadership.still_leader():
-                log.error("leadership lost: stopping leader-only loops")
+            try:
+                await self._lead_once()
+                failures = 0
+            except Exception as exc:  # any failure of a cycle: stand down cleanly, back off, retry
+                failures += 1
+                log.exception("leadership cycle failed (%s); standing down and retrying", type(exc).__name__)
                 await self._step_down(timeout=0)
-                # Let a healthy standby take over before this instance, whose connection just failed.
-                await self._pause(self._settings.leader_retry_seconds * random.uniform(1.0, 1.5))
-                continue
-            await self._pause(LEADER_CHECK_SECONDS)
+                if not self._db.is_sqlite:  # a lock connection in an unknown state: closed, taken anew
+                    with contextlib.suppress(Exception):
+                        await self._leadership.release()
+                await self._pause(
+                    exponential(
+                        failures, base=self._settings.leader_retry_seconds, cap=LEADER_MAX_BACKOFF_SECONDS
+                    )
+                )
+
+    async def _lead_once(self) -> None:
+        if not self.is_leader:
+            try:
+                acquired = await self._leadership.try_acquire()
+            except Exception as exc:  # database down: stay standby and retry
+                log.warning("leader election failed: %s", exc)
+                acquired = False
+            if acquired:
+                await self._become_leader()
+            else:
+                await self._pause(self._settings.leader_retry_seconds * random.uniform(0.8, 1.2))
+                return
+        if not await self._leadership.still_leader():
+            log.error("leadership lost: stopping leader-only loops")
+            await self._step_down(timeout=0)
+            # Let a healthy standby take over before this instance, whose connection just failed.
+            await self._pause(self._settings.leader_retry_seconds * random.uniform(1.0, 1.5))
+            return
+        await self._pause(LEADER_CHECK_SECONDS)
+
+    def problem(self) -> str | None:
+        """Why this engine is not running its loops (for ``/readyz``), or None when it is."""
+        if self._stopping.is_set():
+            return "the engine is stopping"
+        if self._task is None:
+            return "the engine has not started"
+        if self._task.done():
+            return "the leadership task has stopped; see the log and restart the process"
+        for runner in (self._shared_runner, self._runner):
+            stopped = runner.stopped_loops() if runner is not None else []
+            if stopped:
+                return (
+                    f"background loop(s) stopped: {', '.join(stopped)}; see the log and restart the process"
+                )
+        return None
 
     async def _become_leader(self) -> None:
         self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, utcnow())

@@ -2,8 +2,9 @@
 
 A component does one bounded unit of work per call of :meth:`Loop.run_once` and says how long to
 wait before the next one. The runner owns cadence, error isolation and shutdown: a failing cycle is
-logged and retried after a backoff, and ``stop()`` lets the cycle in flight finish (it is never
-cancelled mid-chunk), so a SIGTERM leaves no half-applied work behind.
+logged and retried after a backoff that doubles with each failure in a row (up to
+``max_backoff_seconds``), so a database that refuses writes is not hammered once a second, and
+``stop()`` lets the cycle in flight finish (cancelling it only after its timeout).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 from typing import Protocol
+
+from longops.engine.backoff import exponential
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +28,12 @@ class Loop(Protocol):
 
 
 class LoopRunner:
-    def __init__(self, loops: list[Loop], *, error_backoff_seconds: float = 1.0) -> None:
+    def __init__(
+        self, loops: list[Loop], *, error_backoff_seconds: float = 1.0, max_backoff_seconds: float = 60.0
+    ) -> None:
         self._loops = loops
         self._error_backoff = error_backoff_seconds
+        self._max_backoff = max_backoff_seconds
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -56,13 +62,28 @@ class LoopRunner:
                 await task
         self._tasks = []
 
+    def stopped_loops(self) -> list[str]:
+        """The loops whose task has ended although the runner was not stopped."""
+        if self._stop.is_set():
+            return []
+        return [loop.name for loop, task in zip(self._loops, self._tasks, strict=True) if task.done()]
+
     async def _drive(self, loop: Loop) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 delay = await loop.run_once()
-            except Exception:
-                log.exception("%s cycle failed; retrying in %.1fs", loop.name, self._error_backoff)
-                delay = self._error_backoff
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = exponential(failures, base=self._error_backoff, cap=self._max_backoff)
+                log.error(
+                    "%s cycle failed (%d in a row); retrying in %.1fs",
+                    loop.name,
+                    failures,
+                    delay,
+                    exc_info=exc,
+                )
             await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:

@@ -27,3 +27,6 @@ class Metrics:
         self.poll_duration = Histogram("longops_poll_cycle_seconds", "Duration of one poll cycle", registry=r)
         self.submitted = Counter("longops_provider_batches_submitted", "Provider batches created", registry=r)
         self.submit_errors = Counter("longops_submit_errors", "Failed or uncertain submissions", registry=r)
+        self.unreadable_result_lines = Counter(
+            "longops_unreadable_result_lines", "Provider results lines that named no item", registry=r
+        )

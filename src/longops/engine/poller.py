@@ -15,6 +15,12 @@ Invariants:
   ``INGEST_CHUNK_SIZE`` results, not per batch, so a thousand small batches cost about as much as
   one batch of the same items. When a group transaction fails, its batches are completed one by
   one, so a batch whose results the database refuses (a poison batch) does not hold back the rest.
+* A cancel the provider refuses is answered by a retrieve (:meth:`Poller._ask`): a batch the
+  provider says has ended is ingested like any other, never polled with the cancel forever.
+* The results of an ended batch (and a batch the provider answers 404 for) are tried at most
+  ``RESULTS_MAX_ATTEMPTS`` times in a row, at a backoff; then the provider batch ends and its items
+  without a result are errored ``results_unavailable``. A results line that cannot be read never
+  breaks the stream (see :mod:`longops.providers.base`).
 * A batch whose results cannot be written stays running and is retried at a backoff, like a
   provider error, with ``error.type`` ``ingest_failed`` (the chunks already written stay: the
   retry writes only what is missing). A failure that says nothing about the batches (the database
@@ -51,7 +57,15 @@ from longops.domain.provider_status import ProviderPhase
 from longops.domain.statuses import ItemStatus
 from longops.engine.backoff import exponential, with_jitter
 from longops.engine.metrics import Metrics
-from longops.providers.base import Provider, ProviderBatchInfo, ProviderError, ProviderResult
+from longops.providers.base import (
+    Provider,
+    ProviderBatchInfo,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRejected,
+    ProviderResult,
+    UnreadableLine,
+)
 from longops.providers.registry import ProviderRegistry
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
@@ -161,26 +175,86 @@ class Poller:
             log.warning("provider %r of %s is not configured here; will retry", pb["provider"], pb["id"])
             return self._failed_poll(pb, {"type": "provider_not_configured", "message": pb["provider"]})
         stats.polled += 1
-        cancel_now = pb["cancel_requested_at"] is not None and pb["cancel_sent_at"] is None
         try:
-            if cancel_now:
-                info = await provider.cancel(pb["provider_batch_id"])
-            else:
-                info = await provider.retrieve(pb["provider_batch_id"])
-            if info.phase == ProviderPhase.RUNNING:
-                stats.still_running += 1
-                return self._running(pb, info, cancel_sent=cancel_now)
-            if info.phase == ProviderPhase.FAILED:
-                await self._provider_failed(pb, info)
-            else:
+            info, cancel_sent = await self._ask(provider, pb)
+        except ProviderError as exc:
+            # A provider that does not know the batch (404) will not know it later either.
+            return await self._poll_failed(pb, exc, stats, bounded=isinstance(exc, ProviderNotFound))
+        if info.phase == ProviderPhase.RUNNING:
+            stats.still_running += 1
+            return self._running(pb, info, cancel_sent=cancel_sent)
+        if info.phase == ProviderPhase.FAILED:
+            await self._end_with_error(
+                pb,
+                {
+                    "type": "provider_error",
+                    "message": info.error or f"provider batch {info.processing_status}",
+                },
+            )
+        else:
+            try:
                 written = await self._ingest(provider, pb, info, completions)
-                stats.items_ingested += written  # after the await: other polls add meanwhile
+            except ProviderError as exc:  # the batch has ended: its results are what is missing
+                return await self._poll_failed(pb, exc, stats, bounded=True)
+            stats.items_ingested += written  # after the await: other polls add meanwhile
+        stats.ended += 1
+        return None
+
+    async def _ask(self, provider: Provider, pb: RowMapping) -> tuple[ProviderBatchInfo, bool]:
+        """The provider's word on the batch, sending the cancel first when one is pending.
+        Returns it and whether the cancel has now been dealt with.
+
+        A cancel the provider refuses (Anthropic answers 400 once a batch "has ended; it cannot be
+        canceled") is answered by a retrieve: the provider is authoritative, so an ended batch is
+        ingested like any other, and one still running is polled on to its end, the cancel not sent
+        again."""
+        if pb["cancel_requested_at"] is None or pb["cancel_sent_at"] is not None:
+            return await provider.retrieve(pb["provider_batch_id"]), False
+        try:
+            return await provider.cancel(pb["provider_batch_id"]), True
+        except ProviderRejected as exc:
+            if isinstance(exc, ProviderNotFound):
+                raise
+            info = await provider.retrieve(pb["provider_batch_id"])
+            log.warning(
+                "the cancel of %s (%s) was refused (%s); the provider says it is %s",
+                pb["id"],
+                pb["provider_batch_id"],
+                exc.message,
+                info.processing_status,
+            )
+            return info, True
+
+    async def _poll_failed(
+        self, pb: RowMapping, exc: ProviderError, stats: CycleStats, *, bounded: bool
+    ) -> pbs.PollRecord | None:
+        """A provider error: retried at a backoff. When ``bounded`` (the results of an ended batch,
+        or a batch the provider does not know), at most ``RESULTS_MAX_ATTEMPTS`` times in a row;
+        then the provider batch ends and its items without a result are errored, saying why."""
+        stats.errors += 1
+        log.warning("poll of %s (%s) failed: %s", pb["id"], pb["provider_batch_id"], exc.message)
+        attempts = int(pb["poll_errors"]) + 1
+        if bounded and attempts >= self._settings.results_max_attempts:
+            log.error(
+                "giving up on the results of %s (%s) after %d attempts",
+                pb["id"],
+                pb["provider_batch_id"],
+                attempts,
+            )
+            await self._end_with_error(
+                pb,
+                {
+                    "type": "results_unavailable",
+                    "message": (
+                        f"the results of provider batch {pb['provider_batch_id']} could not be read after "
+                        f"{attempts} attempts (RESULTS_MAX_ATTEMPTS); "
+                        f"last error: {exc.error_type}: {exc.message}"
+                    ),
+                },
+            )
             stats.ended += 1
             return None
-        except ProviderError as exc:
-            stats.errors += 1
-            log.warning("poll of %s (%s) failed: %s", pb["id"], pb["provider_batch_id"], exc.message)
-            return self._failed_poll(pb, {"type": exc.error_type, "message": exc.message})
+        return self._failed_poll(pb, {"type": exc.error_type, "message": exc.message})
 
     def _running(self, pb: RowMapping, info: ProviderBatchInfo, *, cancel_sent: bool) -> pbs.PollRecord:
         delay = with_jitter(
@@ -208,6 +282,17 @@ class Poller:
             next_poll_at=utcnow() + timedelta(seconds=delay),
             poll_errors=errors,
             error=error,
+        )
+
+    def _unreadable(self, pb: RowMapping, line: UnreadableLine) -> None:
+        """A results line naming no item: counted and logged (the item it was meant for, if any,
+        ends ``missing_result`` when the batch completes)."""
+        self._metrics.unreadable_result_lines.inc()
+        log.warning(
+            "an unreadable results line of %s (%s) was skipped: %s",
+            pb["id"],
+            pb["provider_batch_id"],
+            line.reason,
         )
 
     def _failed_write(self, pb: RowMapping, exc: Exception, stats: CycleStats) -> pbs.PollRecord:
@@ -265,6 +350,9 @@ class Poller:
         stream = provider.results(pb["provider_batch_id"], results_url=info.results_url)
         try:
             async for result in stream:
+                if isinstance(result, UnreadableLine):
+                    self._unreadable(pb, result)
+                    continue
                 # A full chunk is handed over once the next result shows it is not the last one,
                 # so the last chunk is never empty: it is written with the completion.
                 if len(chunk) >= max_items or size >= _CHUNK_BYTES:
@@ -291,11 +379,9 @@ class Poller:
             changed = await ingest_results(conn, job_id, chunk, utcnow())
         return sum(changed.values())
 
-    async def _provider_failed(self, pb: RowMapping, info: ProviderBatchInfo) -> None:
-        error = {
-            "type": "provider_error",
-            "message": info.error or f"provider batch {info.processing_status}",
-        }
+    async def _end_with_error(self, pb: RowMapping, error: dict[str, Any]) -> None:
+        """End the provider batch failed, its items still open errored with ``error``, and
+        finalize the batch if that was its last provider batch (one transaction)."""
         now = utcnow()
         async with self._db.write() as conn:
             if await pbs.fail_provider_batch(conn, pb["id"], error, now):

@@ -10,6 +10,9 @@ Invariants:
   provider batch and errors its items; an unknown outcome (timeout, 5xx, reset, crash) is reconciled
   through the provider's list of batches before anything is sent again: one match is adopted, none
   is resubmitted, several fail the provider batch naming the candidates.
+* A batch whose provider is not configured on this leader takes no place from the others: created
+  ones are not planned here, planned ones are due again at an exponential backoff, with
+  ``error.type`` ``provider_not_configured``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from longops.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from longops.providers.registry import ProviderRegistry
+from longops.providers.registry import ProviderRegistry, not_configured_reason
 from longops.settings import Settings
 from longops.store import provider_batches as pbs
 from longops.store.db import Database
@@ -63,11 +66,11 @@ class Submitter:
         self._metrics = metrics
 
     async def run_once(self) -> float:
-        for job_id, provider_name in await pbs.batches_to_plan(self._db, PLAN_PER_CYCLE):
+        for job_id, provider_name in await pbs.batches_to_plan(
+            self._db, PLAN_PER_CYCLE, self._providers.names()
+        ):
             provider = self._providers.get(provider_name)
-            if provider is None:
-                log.warning("batch %s uses provider %r, which is not configured here", job_id, provider_name)
-                continue
+            assert provider is not None  # batches_to_plan returns only the configured ones
             await pbs.plan_submission(
                 self._db,
                 job_id,
@@ -84,7 +87,25 @@ class Submitter:
     async def _advance(self, pb: RowMapping) -> None:
         provider = self._providers.get(pb["provider"])
         if provider is None:
-            log.warning("provider batch %s uses provider %r, not configured here", pb["id"], pb["provider"])
+            # Backed off as the poller does, so such rows never fill the cycle and starve the rest.
+            log.warning(
+                "provider batch %s uses provider %r, not configured here; will retry",
+                pb["id"],
+                pb["provider"],
+            )
+            delay = exponential(
+                int(pb["poll_errors"]) + 1,
+                base=self._settings.submit_interval_seconds,
+                cap=self._settings.poll_max_backoff_seconds,
+            )
+            now = utcnow()
+            await pbs.postpone_submission(
+                self._db,
+                pb["id"],
+                now,
+                now + timedelta(seconds=delay),
+                {"type": "provider_not_configured", "message": not_configured_reason(pb["provider"])},
+            )
             return
         if pb["submit_started_at"] is not None:
             if not self._attempt_settled(pb):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ import orjson
 from anthropic.types.messages import MessageBatch
 
 from longops.domain.provider_status import UnknownProviderStatus, anthropic_item_status, anthropic_phase
-from longops.domain.requests import BatchRequest
+from longops.domain.requests import CUSTOM_ID_PATTERN, BatchRequest
 from longops.domain.statuses import ItemStatus
 from longops.providers.base import (
     ProviderBatchInfo,
@@ -56,6 +57,8 @@ from longops.providers.base import (
     ProviderOutcomeUnknown,
     ProviderResult,
     ProviderUnavailable,
+    UnreadableLine,
+    unreadable_result,
 )
 from longops.providers.reads import ReadClient, status_error
 
@@ -92,7 +95,7 @@ class AnthropicProvider:
         )
         # The poller's two calls per ended batch, with the SDK's own headers (see providers/reads.py).
         headers = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
-        self._reads = ReadClient(headers=headers, timeout=timeout)
+        self._reads = ReadClient(headers=headers, timeout=timeout, origin=str(self._client.base_url))
 
     async def create(
         self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
@@ -123,9 +126,10 @@ class AnthropicProvider:
 
     async def results(
         self, provider_batch_id: str, *, results_url: str | None = None
-    ) -> AsyncIterator[ProviderResult]:
+    ) -> AsyncIterator[ProviderResult | UnreadableLine]:
         """Results as they arrive. A stream that breaks raises ``ProviderOutcomeUnknown`` after the
-        lines already yielded; it never ends silently short. ``results_url`` (from a retrieve of the
+        lines already yielded; it never ends silently short. A line that cannot be read does not
+        break it (see :func:`parse_result_line`). ``results_url`` (from a retrieve of the
         ended batch) saves the retrieve that would otherwise find it."""
         if results_url is None:
             info = await self.retrieve(provider_batch_id)
@@ -264,15 +268,33 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 _SUCCEEDED = re.compile(rb'\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"succeeded","message":')
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond the range of a double")
+    return value
+
+
+def _strict_loads(raw: bytes | str) -> Any:
+    """RFC 8259 JSON with finite numbers only: ``json`` alone would accept ``NaN``, ``Infinity`` and
+    ``1e400`` (read as infinity), which no strict reader, nor the API's own JSON answers, takes back."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _valid_json(raw: bytes) -> bool:
-    """Whether ``raw`` is exactly one JSON value (orjson first; json for what orjson refuses)."""
+    """Whether ``raw`` is exactly one strict JSON value (orjson first; json for what orjson
+    refuses but JSON allows, such as integers beyond 64 bits)."""
     try:
         orjson.loads(raw)
         return True
     except orjson.JSONDecodeError:
         pass
     try:
-        json.loads(raw)
+        _strict_loads(raw)
         return True
     except (ValueError, RecursionError):
         return False
@@ -314,25 +336,45 @@ def _compact_json(value: Any) -> str:
     """``value`` as compact JSON text that any database can store as UTF-8.
 
     Non-ASCII text stays as it is (at most half the bytes of its ``\\u`` escapes), except
-    when a string holds a lone surrogate (from a ``"\\ud83d"`` escape cut from its pair): no UTF-8
-    encoding exists for it, the write of the whole group of results would fail on every retry, so
-    then the text is escaped to ASCII, which keeps the provider's escape as it was sent.
+    when a string holds a lone surrogate (from a ``"\\ud83d"`` escape cut from its pair) or a NUL:
+    no UTF-8 encoding exists for the first, PostgreSQL's text refuses the second, and the write of
+    the whole group of results would fail on every retry; then the text is escaped to ASCII, which
+    keeps the provider's escape as it was sent.
     """
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     try:
         text.encode()
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":"))
+    if "\x00" in text:
+        return json.dumps(value, separators=(",", ":"))
     return text
 
 
-def parse_result_line(line: str | bytes) -> ProviderResult:
-    """One JSONL results line as a ProviderResult; a malformed line raises ``ProviderOutcomeUnknown``.
+_ERROR_TEXT_CHARS = 2000
+# Where a line that cannot be parsed names its item (enough to error that item, not the stream).
+_NAMED_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+
+
+def _error_text(value: Any, default: str) -> str:
+    """A provider's error field as text a reader can show: a string as is (bounded, no NUL),
+    anything else as its JSON."""
+    if value is None:
+        return default
+    text = value if isinstance(value, str) else _compact_json(value)
+    return text.replace("\x00", "\ufffd")[:_ERROR_TEXT_CHARS]
+
+
+def parse_result_line(line: str | bytes) -> ProviderResult | UnreadableLine:
+    """One JSONL results line as a ProviderResult; never raises.
 
     Fast path: a succeeded line laid out as ``{"custom_id":"…","result":{"type":"succeeded",
-    "message":M}}`` stores ``M`` as sent, once it is checked to be exactly one JSON value (then the
-    whole line is valid JSON of that shape, and nothing is decoded into objects). Anything else is
-    decoded with ``json`` and the message re-encoded compactly, as before.
+    "message":M}}`` stores ``M`` as sent, once it is checked to be exactly one strict JSON object
+    (then the whole line is valid JSON of that shape, and nothing is decoded into objects).
+    Anything else is decoded with ``json`` and the message re-encoded compactly.
+
+    A line that cannot be read (not JSON, not UTF-8, cut, of an unknown shape) errors the item it
+    names with ``invalid_results_line``; one that names no item is an :class:`UnreadableLine`.
     """
     raw = (line.encode() if isinstance(line, str) else line).strip()
     fast = _SUCCEEDED.match(raw)
@@ -344,21 +386,32 @@ def parse_result_line(line: str | bytes) -> ProviderResult:
             except UnicodeDecodeError:
                 pass  # not UTF-8: let the general path reject it
     try:
-        data = json.loads(raw)
-        custom_id = data["custom_id"]
-        if not isinstance(custom_id, str):
-            raise TypeError("custom_id must be a string")
-        result: dict[str, Any] = data["result"]
-        status = anthropic_item_status(result["type"])
-        if result["type"] == "succeeded":
-            return ProviderResult(custom_id, status, _compact_json(result["message"]), None)
-        if result["type"] == "errored":
-            inner = result["error"].get("error", result["error"])
-            error = {"type": inner.get("type", "api_error"), "message": inner.get("message", "")}
-        else:
-            error = dict(_UNPROCESSED[status])
+        return _parsed_line(raw)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise ProviderOutcomeUnknown(
-            f"malformed results line: {raw[:200]!r}", error_type="invalid_results_line"
-        ) from exc
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}; line starts {raw[:120]!r}"
+        named = _NAMED_ID.search(raw)
+        if named is None:
+            return UnreadableLine(reason)
+        return unreadable_result(named.group(1).decode(), reason)
+
+
+def _parsed_line(raw: bytes) -> ProviderResult:
+    """The general path of :func:`parse_result_line`; raises on anything it cannot read."""
+    data = _strict_loads(raw)
+    custom_id = data["custom_id"]
+    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.fullmatch(custom_id):
+        raise TypeError("custom_id must be a string matching ^[A-Za-z0-9_-]{1,64}$")
+    result: dict[str, Any] = data["result"]
+    status = anthropic_item_status(result["type"])
+    if result["type"] == "succeeded":
+        return ProviderResult(custom_id, status, _compact_json(result["message"]), None)
+    if result["type"] == "errored":
+        outer = result["error"]
+        inner = outer.get("error", outer)
+        error = {
+            "type": _error_text(inner.get("type"), "api_error"),
+            "message": _error_text(inner.get("message"), ""),
+        }
+    else:
+        error = dict(_UNPROCESSED[status])
     return ProviderResult(custom_id, status, None, error)

@@ -11,6 +11,11 @@ prove about a *create* call, because that decides whether a resubmission could p
   connection reset). Never resubmit blindly: reconcile through :meth:`Provider.list_recent` first.
 
 For calls other than create, ``Unavailable`` and ``OutcomeUnknown`` both just mean "try again later".
+
+A results stream never fails because of one line: a line an adapter cannot read becomes the error of
+the item it names (:func:`unreadable_result`, ``invalid_results_line``), or, when it names none, an
+:class:`UnreadableLine` the engine counts and logs; the item left without a result then ends
+``errored`` with ``missing_result``, like any item the provider returned nothing for.
 """
 
 from __future__ import annotations
@@ -70,6 +75,26 @@ class ProviderResult:
     error: dict[str, Any] | None
 
 
+INVALID_RESULTS_LINE = "invalid_results_line"
+
+
+def unreadable_result(custom_id: str, reason: str) -> ProviderResult:
+    """The outcome of an item whose results line could not be read: errored, saying why."""
+    return ProviderResult(
+        custom_id,
+        ItemStatus.ERRORED,
+        None,
+        {"type": INVALID_RESULTS_LINE, "message": f"the provider's results line was unreadable: {reason}"},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableLine:
+    """A results line that could not be read and names no item: counted and logged, never stored."""
+
+    reason: str
+
+
 class Provider(Protocol):
     name: str
     max_requests: int
@@ -91,9 +116,10 @@ class Provider(Protocol):
 
     def results(
         self, provider_batch_id: str, *, results_url: str | None = None
-    ) -> AsyncIterator[ProviderResult]:
+    ) -> AsyncIterator[ProviderResult | UnreadableLine]:
         """Stream the results of an ended batch, one item at a time, with bounded memory.
-        ``results_url`` is the :attr:`ProviderBatchInfo.results_url` of a retrieve, when known."""
+        ``results_url`` is the :attr:`ProviderBatchInfo.results_url` of a retrieve, when known.
+        A line that cannot be read is yielded as described in the module docstring, never raised."""
         ...
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:

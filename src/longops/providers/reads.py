@@ -8,6 +8,11 @@ For batches of a hundred items that was more than half of all the poller's work.
 decides the headers (authentication, API version) and still makes every other call; only GETs that
 change nothing come here, so a failure of any kind is simply retried at the next poll.
 
+Credentials go only to the provider's own origin (scheme, host and port of its base URL): a URL
+the provider names on another origin (a ``results_url`` elsewhere, a redirect) is fetched without
+the credential headers (``x-api-key``, ``authorization``), so a hostile or broken answer cannot
+collect the key. Redirects are followed by hand for that reason (aiohttp would keep ``x-api-key``).
+
 Errors are :class:`~longops.providers.base.ProviderError`, classified as for the SDK's calls: a
 connection that could not be made is ``ProviderUnavailable``; a timeout, a reset or a cut stream is
 ``ProviderOutcomeUnknown``; an error answer is classified by its status (:func:`status_error`), with
@@ -21,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
+import yarl
 
 from longops.providers.base import (
     ProviderError,
@@ -47,12 +53,19 @@ def status_error(status: int, error_type: str | None, message: str) -> ProviderE
     return kind(message, error_type=error_type, status_code=status)
 
 
+CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "api-key"})
+_MAX_REDIRECTS = 5
+
+
 class ReadClient:
     """GETs with a fixed set of headers; ``timeout`` bounds the connect and each read (not a whole
-    stream). The session is opened on first use, in the event loop that uses it."""
+    stream). The session is opened on first use, in the event loop that uses it. Credential
+    headers are sent only to ``origin`` (see the module docstring)."""
 
-    def __init__(self, *, headers: Mapping[str, str], timeout: float) -> None:
-        self._headers = dict(headers)
+    def __init__(self, *, headers: Mapping[str, str], timeout: float, origin: str) -> None:
+        self._headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        self._credentials = {k: v for k, v in headers.items() if k.lower() in CREDENTIAL_HEADERS}
+        self._origin = yarl.URL(origin).origin()
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -75,7 +88,7 @@ class ReadClient:
                 headers=self._headers, timeout=self._timeout, trust_env=True
             )
         try:
-            async with self._session.get(url, headers=dict(headers)) as response:
+            async with self._follow(url, headers) as response:
                 if response.status >= 400:
                     body = b""
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -84,6 +97,23 @@ class ReadClient:
                 yield response
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _follow(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url``, following redirects, with the credentials only on the provider's origin."""
+        assert self._session is not None
+        target = yarl.URL(url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = {**headers, **(self._credentials if target.origin() == self._origin else {})}
+            async with self._session.get(target, headers=sent, allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status not in (301, 302, 303, 307, 308) or location is None:
+                    yield response
+                    return
+            target = target.join(yarl.URL(location))
+        raise ProviderOutcomeUnknown(
+            f"more than {_MAX_REDIRECTS} redirects from {url}", error_type="invalid_response"
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:

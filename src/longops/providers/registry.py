@@ -56,6 +56,9 @@ class ProviderRegistry:
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)
 
+    def names(self) -> list[str]:
+        return sorted(self._providers)
+
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()

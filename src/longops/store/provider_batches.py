@@ -55,8 +55,9 @@ def plan_splits(sizes: Sequence[tuple[int, int]], *, max_requests: int, max_byte
     return splits
 
 
-async def batches_to_plan(db: Database, limit: int) -> list[tuple[str, str]]:
-    """(job id, provider) of created batches not yet claimed for submission, oldest first."""
+async def batches_to_plan(db: Database, limit: int, providers: Sequence[str]) -> list[tuple[str, str]]:
+    """(job id, provider) of created batches of these providers not yet claimed for submission,
+    oldest first. A batch of another provider waits, and takes no place from these."""
     async with db.read() as conn:
         rows = await conn.execute(
             select(jobs.c.id, jobs.c.provider)
@@ -65,6 +66,7 @@ async def batches_to_plan(db: Database, limit: int) -> list[tuple[str, str]]:
                 jobs.c.status == JobStatus.CREATED,
                 jobs.c.submission_started_at.is_(None),
                 jobs.c.cancel_requested_at.is_(None),
+                jobs.c.provider.in_(list(providers)),
             )
             .order_by(jobs.c.id)
             .limit(limit)
@@ -200,6 +202,24 @@ async def mark_submit_started(db: Database, pb_id: str, now: datetime) -> bool:
         return result.rowcount == 1
 
 
+async def postpone_submission(
+    db: Database, pb_id: str, now: datetime, retry_at: datetime, error: dict[str, Any]
+) -> None:
+    """Nothing was tried (e.g. the provider is not configured on this leader): due again at
+    ``retry_at``, the attempt counted in ``poll_errors`` (unused before submission) for the backoff."""
+    async with db.write() as conn:
+        await conn.execute(
+            update(provider_batches)
+            .where(provider_batches.c.id == pb_id, provider_batches.c.status == ProviderBatchStatus.CREATED)
+            .values(
+                next_action_at=retry_at,
+                poll_errors=provider_batches.c.poll_errors + 1,
+                error=error,
+                updated_at=now,
+            )
+        )
+
+
 async def record_not_sent(
     db: Database, pb_id: str, now: datetime, retry_at: datetime, error: dict[str, Any]
 ) -> None:
@@ -276,6 +296,7 @@ async def record_submitted(
             processing_status=processing_status,
             submitted_at=now,
             submit_outcome_unknown=0,
+            poll_errors=0,
             next_action_at=next_poll_at,
             error=None,
             updated_at=now,

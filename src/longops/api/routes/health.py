@@ -28,6 +28,11 @@ async def readyz(state: State) -> JSONResponse:
             {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}", "role": role},
             status_code=503,
         )
+    problem = state.engine.problem() if state.engine is not None else None
+    if problem is not None:
+        return JSONResponse(
+            {"status": "unavailable", "database": "ok", "role": role, "engine": problem}, status_code=503
+        )
     return JSONResponse({"status": "ready", "database": "ok", "role": role})
 
 
