@@ -14,6 +14,7 @@ import uvicorn
 
 from longops.api.app import create_app
 from longops.api.auth import DEFAULT_ORG, is_loopback_host
+from longops.api.header_limit import bounded_httptools
 from longops.engine.engine import Engine
 from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
@@ -88,7 +89,11 @@ def serve(
         log_level=settings.log_level.lower(),
         lifespan="on",
         loop=loop,
-        http=http,
+        # A request's head is bounded before it is parsed whole (api.header_limit): HTTP 431.
+        http=bounded_httptools(settings.max_header_bytes, settings.max_headers)
+        if http == "httptools"
+        else http,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         access_log=False,  # the app writes its own access line (api.access_log), when ACCESS_LOG is on
     )
     # One process per instance: the engine's leadership, workers and metrics are per process, so scale

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
 
     max_request_bytes: int = Field(268_435_456, ge=1)
+    max_header_bytes: int = Field(65_536, ge=1024)  # request line and headers together (HTTP 431)
+    max_headers: int = Field(100, ge=8)
     max_batch_requests: int = Field(1_000_000, ge=1)
     # Input limits of issue 5 (docs/security.md): each answers 422 naming the field and the setting.
     max_metadata_keys: int = Field(64, ge=0)

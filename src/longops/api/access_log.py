@@ -12,7 +12,9 @@ like, and is configured like, every other line, and it adds the duration::
 
 The duration runs from the request reaching the application to the end of its response (for a
 streamed response, its last chunk). The path and query are written as the client sent them
-(percent-encoded; any other byte escaped), so a request cannot forge or split log lines. A request
+(percent-encoded; any other byte escaped), so a request cannot forge or split log lines, except
+that the value of a query parameter named like a secret (``key``, ``token``, ``api_key``…, see
+:mod:`longops.domain.redaction`) is written ``REDACTED``. A request
 that fails with an unhandled exception is logged as 500, the answer it gets.
 """
 
@@ -24,6 +26,8 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from longops.domain.redaction import redact_query
+
 log = logging.getLogger("longops.access")
 
 _FORMAT = '%s - "%s %s HTTP/%s" %d %.1fms'
@@ -34,7 +38,7 @@ def _target(scope: Scope) -> str:
     raw: bytes | None = scope.get("raw_path")
     path = raw.decode("ascii", "backslashreplace") if raw is not None else quote(scope["path"])
     query: bytes = scope.get("query_string", b"")
-    return f"{path}?{query.decode('ascii', 'backslashreplace')}" if query else path
+    return f"{path}?{redact_query(query.decode('ascii', 'backslashreplace'))}" if query else path
 
 
 def _client(scope: Scope) -> str:

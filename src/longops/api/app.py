@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
@@ -21,8 +22,16 @@ from longops.engine.metrics import Metrics
 from longops.handlers import load_handlers
 from longops.providers.registry import configured_providers
 from longops.settings import Settings
-from longops.store.db import open_database
+from longops.store.db import open_database, sqlite_path
 from longops.store.migrate import upgrade_database
+from longops.store.storage import StorageHealth
+
+
+def watched_paths(settings: Settings) -> tuple[Path, ...]:
+    """The directories whose free space ``/readyz`` watches: the SQLite file's and the files'."""
+    database = sqlite_path(settings.database_url)
+    paths = [Path(settings.files_dir)] + ([database.parent] if database is not None else [])
+    return tuple(path for path in paths if path.exists())
 
 
 def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
@@ -39,6 +48,7 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
             metrics=metrics,
             providers=configured_providers(settings),
             open_mode=OpenMode(allowed=is_loopback_host(settings.host)),  # settings.host: where it listens
+            storage=StorageHealth(watched=watched_paths(settings)),
         )
         if run_engine:
             state.engine = Engine(settings, db, metrics)

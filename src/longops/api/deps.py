@@ -14,6 +14,7 @@ from longops.engine.metrics import Metrics
 from longops.providers.registry import ProviderSpec
 from longops.settings import Settings
 from longops.store.db import Database
+from longops.store.storage import StorageHealth
 
 
 @dataclass
@@ -24,6 +25,7 @@ class AppState:
     providers: dict[str, ProviderSpec]
     engine: Engine | None = None
     open_mode: OpenMode = field(default_factory=lambda: OpenMode(allowed=False))
+    storage: StorageHealth = field(default_factory=StorageHealth)
 
 
 def state_of(request: Request) -> AppState:

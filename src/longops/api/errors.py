@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from longops.domain.requests import BatchValidationError
 from longops.domain.statuses import InvalidTransition
 from longops.store.jobs import CancelNotAllowed, IdempotencyConflict, JobNotFound
+from longops.store.storage import STORAGE_FULL_MESSAGE, is_storage_full
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ _HTTP_TYPES = {
     413: "payload_too_large",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
+    507: "insufficient_storage",
 }
 
 
@@ -108,6 +111,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, error_type, message)
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if is_storage_full(exc):
+            log.error("a write was refused for lack of space: %s", type(exc).__name__)
+            app_state = getattr(request.app.state, "longops", None)
+            if app_state is not None:
+                app_state.storage.refused()
+            return error_response(507, "insufficient_storage", STORAGE_FULL_MESSAGE)
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")

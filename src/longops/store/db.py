@@ -9,6 +9,7 @@ writers (WAL). The one-statement reads of ``store.reads`` run on a connection of
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -157,6 +158,17 @@ def _install_idle_ping(engine: AsyncEngine) -> None:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
+def sqlite_json(value: Any) -> str | bytes:
+    """JSON for a SQLite JSON column, which SQLite gives numeric affinity: a bare number stored as
+    text would be converted to an INTEGER or REAL, so ``2**70`` (beyond 64 bits) came back as a
+    rounded float. A number is stored as a BLOB of its JSON text, which no affinity converts (and
+    which reads back through the same JSON decoder); everything else stays text."""
+    text = json.dumps(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return text.encode()
+    return text
+
+
 def open_database(url: str, *, pool_size: int = 24) -> Database:
     """``pool_size`` covers the engine's concurrent work (``POLL_CONCURRENCY`` 16 by default, plus the
     API and the other loops). No overflow: under asyncio, overflow connections were closed as soon
@@ -168,7 +180,9 @@ def open_database(url: str, *, pool_size: int = 24) -> Database:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(target, poolclass=NullPool if path is None else None)
+        engine = create_async_engine(
+            target, poolclass=NullPool if path is None else None, json_serializer=sqlite_json
+        )
         _install_sqlite_hooks(engine)
         return Database(url=url, engine=engine, sqlite_reader=None if path is None else SQLiteReader(path))
     engine = create_async_engine(target, pool_size=pool_size, max_overflow=0, pool_recycle=1800)

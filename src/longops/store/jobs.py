@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import RowMapping, bindparam, insert, select, text, update
+from sqlalchemy import RowMapping, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -346,7 +346,9 @@ async def cancel_job(db: Database, org_id: str, job_id: str) -> None:
     """Request cancellation (DESIGN §5): at once if nothing started, else flag it for the engine.
 
     Idempotent while the cancel is pending and after ``cancelled``; raises :class:`CancelNotAllowed`
-    for completed, failed and expired jobs.
+    for completed, failed and expired jobs, also for one that ended so while this call ran: the
+    flag is a compare-and-set on a non-terminal status, and when it finds none the job's final
+    status decides the answer, so an answer never disagrees with how the job ended.
     """
     now = utcnow()
     async with db.write() as conn:
@@ -382,15 +384,24 @@ async def cancel_job(db: Database, org_id: str, job_id: str) -> None:
                 from_statuses=(ItemStatus.PENDING,),
             )
             return
-        await conn.execute(
+        flagged = await conn.execute(
             update(jobs)
             .where(
                 jobs.c.id == job_id,
-                jobs.c.cancel_requested_at.is_(None),
                 jobs.c.status.in_((JobStatus.CREATED, JobStatus.PENDING, JobStatus.RUNNING)),
             )
-            .values(cancel_requested_at=now, updated_at=now)
+            .values(
+                cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, now),
+                updated_at=now,
+            )
         )
+        if flagged.rowcount == 1:
+            return
+        # The job ended between the read above and this write (on PostgreSQL the write waits for
+        # the engine's commit and then finds the row terminal): answer what it ended as.
+        ended = JobStatus((await get_job_row(conn, org_id, job_id))["status"])
+        if ended != JobStatus.CANCELLED:
+            raise CancelNotAllowed(ended)
 
 
 CANCELLED_ERROR = {"type": "cancelled", "message": "the batch was cancelled before this request was sent"}

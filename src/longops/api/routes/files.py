@@ -3,6 +3,8 @@
 The body of ``POST /v1/files`` is the file's bytes themselves (``curl --data-binary @batch.jsonl``),
 read chunk by chunk and written to ``LONGOPS_FILES_DIR`` as it arrives: memory stays flat whatever
 the size, up to ``LONGOPS_MAX_FILE_BYTES`` (``MAX_REQUEST_BYTES`` does not apply to this path).
+A disk that fills during the upload answers 507 ``insufficient_storage`` (after the rest of the
+body is read and dropped, so the client sees the answer) and leaves no partial file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from longops.api.errors import APIError
 from longops.domain.ids import new_id
 from longops.domain.schemas import FileObject
 from longops.store import files as file_store
+from longops.store.storage import is_storage_full
 from longops.store.types import utcnow
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -41,6 +44,15 @@ def _too_large(limit: int) -> APIError:
 def _sync(handle: IO[bytes]) -> None:
     handle.flush()
     os.fsync(handle.fileno())
+
+
+async def _discard_rest(request: Request, budget: int) -> None:
+    """Read (and drop) what is left of the body, up to ``budget`` bytes, so that the client reads
+    the error answer: a connection closed with unread bytes is reset, and the answer lost."""
+    async for chunk in request.stream():
+        budget -= len(chunk)
+        if budget < 0:
+            return
 
 
 @router.post("", status_code=201, response_model=FileObject, openapi_extra=_BODY)
@@ -80,8 +92,10 @@ async def upload_file(
         if size == 0:
             raise APIError(422, "validation_error", "the file is empty: send its bytes as the request body")
         path = await asyncio.to_thread(file_store.commit_upload, files_dir, file_id)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if is_storage_full(exc):
+            await _discard_rest(request, limit - size)
         raise
     stored = file_store.StoredFile(
         id=file_id,

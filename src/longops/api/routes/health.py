@@ -1,4 +1,9 @@
-"""Liveness, readiness (database reachable, this instance's role) and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+``/readyz`` answers 503 with the reason when the database is out of reach, when the engine's loops
+are not running (``engine``), or when storage is full (``storage``: a write refused for lack of
+space within the last minute, or under 1 MiB free where the SQLite file or the uploads live).
+"""
 
 from __future__ import annotations
 
@@ -28,10 +33,14 @@ async def readyz(state: State) -> JSONResponse:
             {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}", "role": role},
             status_code=503,
         )
-    problem = state.engine.problem() if state.engine is not None else None
-    if problem is not None:
+    problems = {
+        "engine": state.engine.problem() if state.engine is not None else None,
+        "storage": state.storage.problem(),
+    }
+    found = {name: problem for name, problem in problems.items() if problem is not None}
+    if found:
         return JSONResponse(
-            {"status": "unavailable", "database": "ok", "role": role, "engine": problem}, status_code=503
+            {"status": "unavailable", "database": "ok", "role": role, **found}, status_code=503
         )
     return JSONResponse({"status": "ready", "database": "ok", "role": role})
 
