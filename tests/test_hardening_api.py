@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from longops.settings import Settings
+from tests.support.disks import small_disk
 from tests.support.harness import requests_for
 from tests.support.postgres import dsn
 from tests.support.processes import Cluster, cluster, wait_for_async
@@ -189,23 +190,6 @@ async def test_a_full_database_answers_507_and_readyz_says_why(
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["storage"].startswith("full")
         assert (await client.get("/v1/batches")).json()["data"] == []
-
-
-@contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` at ``path`` (needs the right to mount: root, as in the CI container)."""
-    import subprocess
-
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 async def test_a_full_disk_answers_507_to_uploads_and_creates_and_readyz_says_why(

@@ -65,6 +65,7 @@ class Engine:
         self._runner: LoopRunner | None = None
         self._shared_runner: LoopRunner | None = None
         self._workers: Workers | None = None
+        self._webhooks: WebhookDispatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -117,6 +118,8 @@ class Engine:
             await self._workers.drain(self._settings.worker_shutdown_grace_seconds)
         if self._shared_runner is not None:
             await self._shared_runner.stop(timeout)
+        if self._webhooks is not None:
+            await self._webhooks.aclose()
         await self._leadership.release()
         if self._registry is not None:
             await self._registry.aclose()
@@ -134,7 +137,9 @@ class Engine:
     def shared_loops(self) -> list[Loop]:
         """Loops that run on every instance, leader or not."""
         assert self._workers is not None
-        return [WebhookDispatcher(self._db, self._settings), self._workers]
+        if self._webhooks is None:
+            self._webhooks = WebhookDispatcher(self._db, self._settings)
+        return [self._webhooks, self._workers]
 
     async def _lead(self) -> None:
         failures = 0

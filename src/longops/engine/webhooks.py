@@ -18,14 +18,20 @@ Invariants:
   ``WEBHOOK_ALLOW_PRIVATE``); the request then goes to the checked address itself, with the URL's
   ``Host`` header and, for https, its name for SNI and certificate verification — the name is not
   resolved a second time, so a DNS answer cannot change between the check and the connection.
-* Each attempt is bounded by ``WEBHOOK_TIMEOUT_SECONDS`` as a whole, and this loop is its own task:
-  a slow receiver delays only other webhooks, never the poller. Nothing here changes a job's status.
-* A cycle costs a constant number of statements: one claim transaction, one to record the outcomes.
+* Each attempt is bounded by ``WEBHOOK_TIMEOUT_SECONDS`` as a whole and runs as its own task: a
+  cycle claims up to ``CLAIM_LIMIT`` due events, waits at most ``IDLE_SECONDS`` for the attempts in
+  flight and records those that finished; one still running keeps its place (of ``MAX_IN_FLIGHT``)
+  into the next cycles, which claim the next due events meanwhile. So a hanging receiver holds only
+  its own place, not the deliveries behind it (another organization's, or the poller). Nothing here
+  changes a job's status.
+* A cycle costs a constant number of statements: one to record the finished outcomes, one claim
+  transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -50,7 +56,9 @@ from longops.webhooks import parse_secret, sign
 
 log = logging.getLogger(__name__)
 
-CLAIM_LIMIT = 32  # events per cycle, all sent concurrently
+CLAIM_LIMIT = 32  # events claimed per cycle
+SHUTDOWN_GRACE_SECONDS = 2.0
+MAX_IN_FLIGHT = 256  # attempts running at once (a hanging one holds its place until its timeout)
 IDLE_SECONDS = 1.0  # longest wait before looking for newly written events
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_MARGIN_SECONDS = 30.0
@@ -75,26 +83,71 @@ class WebhookDispatcher:
         if self._key is None:
             log.warning("LONGOPS_WEBHOOK_SECRET is not set: webhooks are sent unsigned")
         self._lease = timedelta(seconds=2 * settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+        self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
+        self._client: httpx.AsyncClient | None = None
 
     async def run_once(self) -> float:
-        async with self._db.write() as conn:
-            claims = await events.claim_due(
-                conn, utcnow(), limit=CLAIM_LIMIT, lease=self._lease, skip_locked=self._db.is_postgres
+        """Claim due events for the free places and start their attempts, then wait for the
+        attempts in flight, at most ``IDLE_SECONDS`` (or until the next event is due), and record
+        those that finished. An attempt still running (a slow receiver) keeps its place into the
+        next cycle, which claims events for the other places meanwhile."""
+        room = min(CLAIM_LIMIT, MAX_IN_FLIGHT - len(self._in_flight))
+        claims: list[Claim] = []
+        next_due = None
+        if room > 0:
+            async with self._db.write() as conn:
+                claims = await events.claim_due(
+                    conn, utcnow(), limit=room, lease=self._lease, skip_locked=self._db.is_postgres
+                )
+                if claims:
+                    claims = await self._with_payloads(conn, claims)
+                else:
+                    next_due = await events.next_due_at(conn)
+        for claim in claims:
+            self._in_flight.add(
+                asyncio.create_task(
+                    self._attempt(self._http(), claim), name=f"longops-webhook-{claim.event_id}"
+                )
             )
-            if claims:
-                claims = await self._with_payloads(conn, claims)
-            else:
-                next_due = await events.next_due_at(conn)
-        if not claims:
-            if next_due is None:
-                return IDLE_SECONDS
-            return min(IDLE_SECONDS, max(0.0, (next_due - utcnow()).total_seconds()))
-        async with httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=self._settings.webhook_timeout_seconds
-        ) as client:
-            records = await asyncio.gather(*(self._attempt(client, claim) for claim in claims))
+        wait = IDLE_SECONDS
+        if next_due is not None:
+            wait = min(IDLE_SECONDS, max(0.0, (next_due - utcnow()).total_seconds()))
+        if not self._in_flight:
+            return wait
+        done, _pending = await asyncio.wait(self._in_flight, timeout=IDLE_SECONDS)
+        if done:
+            await self._record(list(done))
+        return 0.0 if claims or done else wait
+
+    async def aclose(self) -> None:
+        """Give the attempts in flight ``SHUTDOWN_GRACE_SECONDS`` to finish, record those that did
+        and close the HTTP client. An attempt not recorded (cut short here, or a crash) is sent
+        again once its claim's lease expires (delivery is at least once)."""
+        if self._in_flight:
+            await asyncio.wait(
+                self._in_flight, timeout=min(SHUTDOWN_GRACE_SECONDS, self._settings.webhook_timeout_seconds)
+            )
+            with contextlib.suppress(Exception):  # the database may be gone at shutdown
+                await self._record([task for task in self._in_flight if task.done()])
+            for task in self._in_flight:
+                task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, trust_env=False, timeout=self._settings.webhook_timeout_seconds
+            )
+        return self._client
+
+    async def _record(self, finished: list[asyncio.Task[AttemptRecord]]) -> None:
+        """One transaction for the outcomes of these finished attempts (then they leave the set)."""
+        records = [task.result() for task in finished]
         async with self._db.write() as conn:
             await events.record_attempts(conn, records, utcnow())
+        self._in_flight.difference_update(finished)
         for record in records:
             if record.state != EventState.PENDING:
                 log.info(
@@ -105,7 +158,6 @@ class WebhookDispatcher:
                     record.claim.attempt,
                     f" ({record.error})" if record.error else "",
                 )
-        return 0.0
 
     async def _with_payloads(self, conn: AsyncConnection, claims: list[Claim]) -> list[Claim]:
         """Build and store the body of events sent for the first time."""

@@ -13,6 +13,7 @@ from longops.api.callback_urls import ensure_callback_url_allowed
 from longops.api.deps import Org, State, org_of, state_of
 from longops.api.errors import APIError
 from longops.api.limits import check_create_fields
+from longops.api.offload import OffloadingRoute, off_loop
 from longops.domain.requests import parse_requests
 from longops.domain.schemas import Batch, Item, Page
 from longops.domain.statuses import ItemStatus, JobStatus
@@ -21,7 +22,7 @@ from longops.store import jobs as job_store
 from longops.store.items import list_item_rows, stream_result_lines
 from longops.store.views import LLM_BATCH, item_view
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=OffloadingRoute)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size (1–1000)")]
 
@@ -49,7 +50,9 @@ async def create_batch(
     if spec is None:
         raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
     check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
-    parsed = parse_requests(
+    parsed = await off_loop(
+        len(body.requests),
+        parse_requests,
         body.requests,
         accepts_openai_lines=spec.accepts_openai_lines,
         max_requests=state.settings.max_batch_requests,

@@ -12,6 +12,7 @@ from longops.api.callback_urls import ensure_callback_url_allowed
 from longops.api.deps import Org, State
 from longops.api.errors import APIError
 from longops.api.limits import check_create_fields
+from longops.api.offload import OffloadingRoute
 from longops.domain.schemas import Job, Page
 from longops.domain.statuses import JobStatus
 from longops.engine import ingest
@@ -20,7 +21,7 @@ from longops.store import job_queue
 from longops.store import jobs as job_store
 from longops.store.views import LLM_BATCH, job_view
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=OffloadingRoute)
 
 
 class JobCreate(BaseModel):
