@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,9 +172,7 @@ def test_sigterm_releases_leadership_promptly(group: Cluster, pg_url: str) -> No
     group.start_simulator()
     engines = {e.pid: e for e in (group.start(f"engine{i}", "engine") for i in range(2))}
     old = wait_for(lambda: current_leader_pid(pg_url), 30, "a leader")
-    started = time.monotonic()
-    assert engines[old].terminate(timeout=30) == 0
-    assert time.monotonic() - started < 30
+    assert engines[old].terminate(timeout=30) == 0  # exits, cleanly, within the bound (else TimeoutExpired)
     (old_term,) = [row for row in terms(pg_url) if row["instance"].split(":")[1] == str(old)]
     assert old_term["released_at"] is not None
     wait_for(lambda: current_leader_pid(pg_url) not in (None, old), 10, "the standby to take over")

@@ -17,6 +17,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+from longops.domain.clock import Clock, system_clock
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
 from longops.engine.metrics import Metrics
@@ -30,7 +31,6 @@ from longops.providers.registry import ProviderRegistry, build_registry, configu
 from longops.settings import Settings
 from longops.store.db import Database, sqlite_path
 from longops.store.terms import begin_term, end_term, term_fence
-from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,12 @@ def make_leadership(settings: Settings, db: Database) -> Leadership:
 
 
 class Engine:
-    def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, metrics: Metrics, *, clock: Clock = system_clock
+    ) -> None:
+        """``clock`` is the time of the terms, the workers and the webhook dispatcher."""
         self._settings = settings
+        self._clock = clock
         self._db = db
         self._metrics = metrics
         self._leadership = make_leadership(settings, db)
@@ -88,7 +92,7 @@ class Engine:
             log.info("bundled simulator provider listening at %s", simulator_url)
         self._registry = build_registry(self._settings, simulator_url)
         handlers = bound_handlers(self._db, self._settings, configured_providers(self._settings))
-        self._workers = Workers(self._db, self._settings, handlers, owner=self.instance)
+        self._workers = Workers(self._db, self._settings, handlers, owner=self.instance, clock=self._clock)
         self._shared_runner = LoopRunner(self.shared_loops())
         self._shared_runner.start()
         self._task = asyncio.create_task(self._lead(), name="longops-leadership")
@@ -127,7 +131,7 @@ class Engine:
     def shared_loops(self) -> list[Loop]:
         """Loops that run on every instance, leader or not."""
         assert self._workers is not None
-        return [WebhookDispatcher(self._db, self._settings), self._workers]
+        return [WebhookDispatcher(self._db, self._settings, clock=self._clock), self._workers]
 
     async def _lead(self) -> None:
         while not self._stopping.is_set():
@@ -151,7 +155,7 @@ class Engine:
             await self._pause(LEADER_CHECK_SECONDS)
 
     async def _become_leader(self) -> None:
-        self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, utcnow())
+        self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, self._clock())
         log.info("this instance (%s) is now the leader, term %d", self.instance, self._term)
         self.is_leader = True
         self._metrics.leader.set(1)
@@ -167,7 +171,7 @@ class Engine:
             await runner.stop(timeout)
         if term is not None:
             try:
-                await end_term(self._db, term, utcnow())
+                await end_term(self._db, term, self._clock())
             except Exception as exc:  # database unreachable: the next leader closes the term
                 log.warning("could not record the end of term %d: %s", term, exc)
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops._version import __version__
+from longops.domain.clock import Clock, system_clock
 from longops.domain.schemas import Batch, Job
 from longops.engine.backoff import exponential
 from longops.net import Resolver, UnsafeCallbackURL, parse_callback_url, resolve_destination, system_resolver
@@ -44,7 +45,6 @@ from longops.store import events
 from longops.store.db import Database
 from longops.store.events import AttemptRecord, Claim, EventState
 from longops.store.jobs import load_batches
-from longops.store.types import utcnow
 from longops.store.views import LLM_BATCH, job_view
 from longops.webhooks import parse_secret, sign
 
@@ -66,9 +66,18 @@ class WebhookEnvelope(BaseModel):
 class WebhookDispatcher:
     name = "webhooks"
 
-    def __init__(self, db: Database, settings: Settings, *, resolver: Resolver = system_resolver) -> None:
-        """``resolver`` answers the address checks before each attempt (the system's by default)."""
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        resolver: Resolver = system_resolver,
+        clock: Clock = system_clock,
+    ) -> None:
+        """``resolver`` answers the address checks before each attempt (the system's by default);
+        ``clock`` dates claims, leases, retries and signatures (the system's by default)."""
         self._db = db
+        self._clock = clock
         self._settings = settings
         self._resolver = resolver
         self._key = _secret_key(settings.webhook_secret)
@@ -79,7 +88,7 @@ class WebhookDispatcher:
     async def run_once(self) -> float:
         async with self._db.write() as conn:
             claims = await events.claim_due(
-                conn, utcnow(), limit=CLAIM_LIMIT, lease=self._lease, skip_locked=self._db.is_postgres
+                conn, self._clock(), limit=CLAIM_LIMIT, lease=self._lease, skip_locked=self._db.is_postgres
             )
             if claims:
                 claims = await self._with_payloads(conn, claims)
@@ -88,13 +97,13 @@ class WebhookDispatcher:
         if not claims:
             if next_due is None:
                 return IDLE_SECONDS
-            return min(IDLE_SECONDS, max(0.0, (next_due - utcnow()).total_seconds()))
+            return min(IDLE_SECONDS, max(0.0, (next_due - self._clock()).total_seconds()))
         async with httpx.AsyncClient(
             follow_redirects=False, trust_env=False, timeout=self._settings.webhook_timeout_seconds
         ) as client:
             records = await asyncio.gather(*(self._attempt(client, claim) for claim in claims))
         async with self._db.write() as conn:
-            await events.record_attempts(conn, records, utcnow())
+            await events.record_attempts(conn, records, self._clock())
         for record in records:
             if record.state != EventState.PENDING:
                 log.info(
@@ -122,7 +131,7 @@ class WebhookDispatcher:
             ).model_dump_json()
             for claim in new
         }
-        await events.save_payloads(conn, payloads, utcnow())
+        await events.save_payloads(conn, payloads, self._clock())
         return [
             dataclasses.replace(claim, payload=payloads[claim.event_id]) if claim.payload is None else claim
             for claim in claims
@@ -154,7 +163,7 @@ class WebhookDispatcher:
         )
         url = httpx.URL(claim.callback_url)
         body = claim.payload.encode("utf-8")
-        timestamp = int(time.time())
+        timestamp = int(self._clock().timestamp())
         headers = {
             "host": url.netloc.decode("ascii"),
             "content-type": "application/json",
@@ -191,7 +200,7 @@ class WebhookDispatcher:
         if used >= self._settings.webhook_max_attempts:
             return EventState.FAILED, None
         delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=MAX_BACKOFF_SECONDS)
-        return EventState.PENDING, utcnow() + timedelta(seconds=min(delay, MAX_BACKOFF_SECONDS))
+        return EventState.PENDING, self._clock() + timedelta(seconds=min(delay, MAX_BACKOFF_SECONDS))
 
 
 def _secret_key(secret: str | None) -> bytes | None:
