@@ -19,7 +19,6 @@ from longops.handlers import load_handlers, registered_handlers
 from longops.settings import Settings
 from longops.store import job_queue as queue
 from longops.store.db import Database, open_database
-from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
 from tests.support.receiver import wait_until
 
@@ -38,9 +37,8 @@ def test_a_manual_clock_moves_only_forward_and_only_when_told() -> None:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
+    database = open_database(database_url)  # migrated (the fixture's)
     try:
-        await upgrade_database(database)
         yield database
     finally:
         await database.dispose()

@@ -18,15 +18,13 @@ from longops.store import api_keys
 from longops.store import job_queue as queue
 from longops.store import jobs as job_store
 from longops.store.db import Database, open_database
-from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs, provider_batches
 from longops.store.types import utcnow
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await upgrade_database(database)
+    database = open_database(database_url)  # migrated (the fixture's)
     try:
         yield database
     finally:

@@ -22,7 +22,7 @@ import pytest
 from longops.engine.leadership import LEADER_APPLICATION_NAME
 from tests.support.harness import requests_for
 from tests.support.leadership import current_leader_pid, query, terms
-from tests.support.postgres import fresh_database
+from tests.support.postgres import database_from_template
 from tests.support.processes import Cluster, cluster, wait_for
 
 ENGINE_ENV = {
@@ -39,8 +39,8 @@ ENGINE_ENV = {
 
 
 @pytest.fixture
-def pg_url(postgres_server_url: str) -> Iterator[str]:
-    with fresh_database(postgres_server_url) as url:
+def pg_url(postgres_server_url: str, postgres_template_url: str) -> Iterator[str]:
+    with database_from_template(postgres_server_url, postgres_template_url) as url:
         yield url
 
 

@@ -30,7 +30,6 @@ from longops.settings import Settings
 from longops.store import events
 from longops.store import jobs as job_store
 from longops.store.db import Database, open_database
-from longops.store.migrate import upgrade_database
 from longops.store.tables import jobs
 from longops.store.transitions import finish_job, finish_jobs
 from longops.store.types import utcnow
@@ -84,9 +83,9 @@ async def deliveries(client: httpx.AsyncClient, batch_id: str) -> list[dict[str,
 
 @asynccontextmanager
 async def migrated(database_url: str) -> AsyncIterator[Database]:
+    """The test's database (migrated by its fixture), opened."""
     db = open_database(database_url)
     try:
-        await upgrade_database(db)
         yield db
     finally:
         await db.dispose()
