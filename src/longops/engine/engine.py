@@ -14,7 +14,6 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 from longops.domain.clock import Clock, system_clock
@@ -178,13 +177,3 @@ class Engine:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-@contextlib.asynccontextmanager
-async def running_engine(settings: Settings, db: Database, metrics: Metrics) -> AsyncIterator[Engine]:
-    engine = Engine(settings, db, metrics)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from longops._version import __version__
 from longops.domain.clock import Clock, system_clock
 from longops.domain.schemas import Batch, Job
-from longops.engine.backoff import exponential
+from longops.engine.backoff import RETRY_CAP_SECONDS, exponential
 from longops.net import Resolver, UnsafeCallbackURL, parse_callback_url, resolve_destination, system_resolver
 from longops.settings import Settings
 from longops.store import events
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 32  # events per cycle, all sent concurrently
 IDLE_SECONDS = 1.0  # longest wait before looking for newly written events
-MAX_BACKOFF_SECONDS = 3600.0
 LEASE_MARGIN_SECONDS = 30.0
 ERROR_BODY_CHARS = 200  # of a non-2xx answer's body, kept in the attempt's error
 
@@ -199,8 +198,8 @@ class WebhookDispatcher:
         used = claim.attempt - claim.budget_base
         if used >= self._settings.webhook_max_attempts:
             return EventState.FAILED, None
-        delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=MAX_BACKOFF_SECONDS)
-        return EventState.PENDING, self._clock() + timedelta(seconds=min(delay, MAX_BACKOFF_SECONDS))
+        delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=RETRY_CAP_SECONDS)
+        return EventState.PENDING, self._clock() + timedelta(seconds=min(delay, RETRY_CAP_SECONDS))
 
 
 def _secret_key(secret: str | None) -> bytes | None:

@@ -45,7 +45,7 @@ from typing import Any
 
 from longops.domain.clock import Clock, system_clock
 from longops.domain.statuses import StopReason
-from longops.engine.backoff import exponential
+from longops.engine.backoff import RETRY_CAP_SECONDS, exponential
 from longops.engine.ingest import INGEST_JOB_TYPE, INGEST_OPTIONS, BatchIngest
 from longops.handlers import (
     AttemptState,
@@ -64,7 +64,6 @@ from longops.store.db import Database
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5
-RETRY_BACKOFF_CAP_SECONDS = 3600.0
 MAX_ERROR_MESSAGE_CHARS = 2000
 
 
@@ -375,7 +374,7 @@ class Workers:
         )
         if job.attempt < job.max_attempts:
             delay = exponential(
-                job.attempt, base=self._settings.job_retry_backoff_seconds, cap=RETRY_BACKOFF_CAP_SECONDS
+                job.attempt, base=self._settings.job_retry_backoff_seconds, cap=RETRY_CAP_SECONDS
             )
             return self._outcome(
                 attempt,

@@ -37,7 +37,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.clock import Clock, system_clock
 from longops.domain.ids import new_id
+from longops.domain.lock_keys import advisory_lock_key
 from longops.domain.statuses import JobStatus, StopReason
 from longops.store.db import Database
 from longops.store.jobs import idempotent_match
@@ -247,9 +247,7 @@ def _owned(owner: str, held: Sequence[Held]) -> list[ColumnElement[bool]]:
 
 def type_lock_key(job_type: str) -> int:
     """The signed 64-bit advisory-lock key that serializes claims of one job type (PostgreSQL)."""
-    return int.from_bytes(
-        hashlib.sha256(f"longops-job-type:{job_type}".encode()).digest()[:8], "big", signed=True
-    )
+    return advisory_lock_key(f"longops-job-type:{job_type}")
 
 
 async def claim_jobs(
