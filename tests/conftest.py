@@ -8,12 +8,13 @@ migrations; ``empty_database_url`` is one with no schema, for the tests of the m
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from longops.settings import Settings
+from longops.store.db import Database, open_database
 from longops.store.migrate import upgrade
 from tests.support.postgres import database_from_template, fresh_database, migrated_template, postgres_server
 
@@ -58,6 +59,16 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     with fresh_database(request.getfixturevalue("postgres_server_url")) as url:
         yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's (migrated) database, opened."""
+    database = open_database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ by waiting for it: the test takes as long on a busy machine as on an idle one, a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from longops.engine.workers import Workers
 from longops.handlers import load_handlers, registered_handlers
 from longops.settings import Settings
 from longops.store import job_queue as queue
-from longops.store.db import Database, open_database
+from longops.store.db import Database
 from longops.store.tables import jobs
 from tests.support.receiver import wait_until
 
@@ -33,15 +32,6 @@ def test_a_manual_clock_moves_only_forward_and_only_when_told() -> None:
     assert clock() == start + timedelta(seconds=1.5)
     with pytest.raises(ValueError, match="aware start time"):
         ManualClock(datetime(2030, 1, 1))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)  # migrated (the fixture's)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def job_row(db: Database, job_id: str) -> Any:

@@ -12,10 +12,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import Insert, select
 
 from longops.engine.metrics import Metrics
 from longops.engine.submitter import Submitter
-from longops.store.db import Database, open_database
+from longops.store.db import Database
 from longops.store.tables import jobs
 from longops.store.terms import Deposed, begin_term, term_fence
 from longops.store.types import utcnow
@@ -48,70 +49,53 @@ async def test_a_deposed_leaders_submitter_writes_nothing_and_calls_no_provider(
         assert (await h.sim_stats())["calls"]["create"] == 1
 
 
-async def test_a_deposed_leaders_write_transaction_aborts_and_leaves_no_row(database_url: str) -> None:
-    db = open_database(database_url)
-    try:
-        old_view = db.fenced(term_fence(await begin_term(db, LOCK, "old-leader", utcnow())))
-        await insert_job(old_view, "job_before")  # while it leads, its writes commit
-        await begin_term(db, LOCK, "new-leader", utcnow())
-        with pytest.raises(Deposed):
-            await insert_job(old_view, "job_after")
-        async with db.read() as conn:
-            ids = (await conn.execute(jobs.select().with_only_columns(jobs.c.id))).scalars().all()
-        assert ids == ["job_before"]
-    finally:
-        await db.dispose()
+def new_job(job_id: str) -> Insert:
+    now = utcnow()
+    return jobs.insert().values(
+        id=job_id,
+        org_id="o",
+        job_type="report",
+        status="pending",
+        metadata={},
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def insert_job(db: Database, job_id: str) -> None:
-    now = utcnow()
     async with db.write() as conn:
-        await conn.execute(
-            jobs.insert().values(
-                id=job_id,
-                org_id="o",
-                job_type="report",
-                status="pending",
-                metadata={},
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await conn.execute(new_job(job_id))
 
 
-async def test_a_new_term_waits_for_the_old_terms_write_in_flight(
-    postgres_server_url: str, database_url: str
-) -> None:
+async def job_ids(db: Database) -> list[str]:
+    async with db.read() as conn:
+        return list((await conn.execute(select(jobs.c.id))).scalars())
+
+
+async def test_a_deposed_leaders_write_transaction_aborts_and_leaves_no_row(db: Database) -> None:
+    old_view = db.fenced(term_fence(await begin_term(db, LOCK, "old-leader", utcnow())))
+    await insert_job(old_view, "job_before")  # while it leads, its writes commit
+    await begin_term(db, LOCK, "new-leader", utcnow())
+    with pytest.raises(Deposed):
+        await insert_job(old_view, "job_after")
+    assert await job_ids(db) == ["job_before"]
+
+
+async def test_a_new_term_waits_for_the_old_terms_write_in_flight(db: Database, database_url: str) -> None:
     """PostgreSQL: the old leader's open write transaction holds its term row ``FOR SHARE``; the new
-    term's start blocks on it (seen in ``pg_locks``) and completes once that transaction commits."""
-    if not database_url.startswith("postgresql"):
+    term's start blocks on it (seen in ``pg_stat_activity``) and completes once that transaction commits."""
+    if not db.is_postgres:
         pytest.skip("SQLite serializes every write transaction: there is no write in flight to wait for")
-    db = open_database(database_url)
-    try:
-        old_view = db.fenced(term_fence(await begin_term(db, LOCK, "old-leader", utcnow())))
-        async with old_view.write() as conn:  # the fence ran: the term row is held FOR SHARE
-            starting = asyncio.create_task(begin_term(db, LOCK, "new-leader", utcnow()))
-            await wait_until(lambda: lock_waiters(database_url), what="the new term to wait for the lock")
-            assert not starting.done()
-            await conn.execute(
-                jobs.insert().values(
-                    id="job_in_flight",
-                    org_id="o",
-                    job_type="report",
-                    status="pending",
-                    metadata={},
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                )
-            )
-        await starting  # the old leader's transaction committed; now the new term begins
-        async with db.read() as conn:
-            ids = (await conn.execute(jobs.select().with_only_columns(jobs.c.id))).scalars().all()
-        assert ids == ["job_in_flight"]
-        with pytest.raises(Deposed):
-            await insert_job(old_view, "job_after")
-    finally:
-        await db.dispose()
+    old_view = db.fenced(term_fence(await begin_term(db, LOCK, "old-leader", utcnow())))
+    async with old_view.write() as conn:  # the fence ran: the term row is held FOR SHARE
+        starting = asyncio.create_task(begin_term(db, LOCK, "new-leader", utcnow()))
+        await wait_until(lambda: lock_waiters(database_url), what="the new term to wait for the lock")
+        assert not starting.done()
+        await conn.execute(new_job("job_in_flight"))
+    await starting  # the old leader's transaction committed; now the new term begins
+    assert await job_ids(db) == ["job_in_flight"]
+    with pytest.raises(Deposed):
+        await insert_job(old_view, "job_after")
 
 
 async def lock_waiters(url: str) -> bool:
