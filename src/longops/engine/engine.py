@@ -124,7 +124,7 @@ class Engine:
         return [
             Submitter(db, self._registry, self._settings, self._metrics),
             Poller(db, self._registry, self._settings, self._metrics),
-            Pruner(db, self._settings),
+            Pruner(db, self._settings, clock=self._clock),
         ]
 
     def shared_loops(self) -> list[Loop]:
