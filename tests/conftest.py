@@ -1,14 +1,22 @@
-"""Shared fixtures: both database backends, the simulator, and settings for a test."""
+"""Shared fixtures: both database backends, the simulator, and settings for a test.
+
+``database_url`` is a migrated database (PostgreSQL: a clone of one template migrated per session;
+SQLite: a copy of one migrated file), so a test starts at the latest schema without running the
+migrations; ``empty_database_url`` is one with no schema, for the tests of the migrations themselves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from longops.settings import Settings
-from tests.support.postgres import fresh_database, postgres_server
+from longops.store.db import Database, open_database
+from longops.store.migrate import upgrade
+from tests.support.postgres import database_from_template, fresh_database, migrated_template, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -17,15 +25,50 @@ def postgres_server_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def postgres_template_url(postgres_server_url: str) -> Iterator[str]:
+    with migrated_template(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "longops.db"
+    upgrade(f"sqlite:///{path}")  # closed on return, its WAL checkpointed into the file
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every test that takes this runs once on SQLite and once on PostgreSQL."""
+    """Every test that takes this runs once on SQLite and once on PostgreSQL, on a migrated database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'longops.db'}"
+        path = tmp_path / "longops.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
     server_url = request.getfixturevalue("postgres_server_url")
-    with fresh_database(server_url) as url:
+    with database_from_template(server_url, request.getfixturevalue("postgres_template_url")) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, on each backend (the migrations' own tests)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    with fresh_database(request.getfixturevalue("postgres_server_url")) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's (migrated) database, opened."""
+    database = open_database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

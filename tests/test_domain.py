@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from longops.domain.outcome import RequestCounts, batch_outcome
+from longops.domain.lock_keys import advisory_lock_key
+from longops.domain.outcome import batch_outcome
 from longops.domain.provider_status import (
     ProviderPhase,
     UnknownProviderStatus,
@@ -15,6 +16,7 @@ from longops.domain.provider_status import (
     openai_phase,
 )
 from longops.domain.requests import BatchValidationError, parse_requests
+from longops.domain.schemas import RequestCounts
 from longops.domain.statuses import ItemStatus, JobStatus, allowed_from, can_transition
 
 EXPECTED = {
@@ -107,3 +109,12 @@ def test_request_count_limit() -> None:
             accepts_openai_lines=False,
             max_requests=2,
         )
+
+
+def test_advisory_lock_keys_never_change_between_versions() -> None:
+    """Instances of an older and a newer version running side by side (a rolling upgrade) must take
+    the same locks: these keys are what version 0.1.0 used for its leader lock and its migrations."""
+    assert advisory_lock_key("longops-leader") == -6606070647359932554
+    assert advisory_lock_key("longops-migrations") == -5678251699314783315
+    assert advisory_lock_key("a") != advisory_lock_key("b")
+    assert all(-(2**63) <= advisory_lock_key(name) < 2**63 for name in ("", "x" * 1000, "é"))

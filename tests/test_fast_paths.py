@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,9 @@ from longops.domain.requests import BatchRequest
 from longops.store import api_keys
 from longops.store import job_queue as queue
 from longops.store import jobs as job_store
-from longops.store.db import Database, open_database
-from longops.store.migrate import upgrade_database
+from longops.store.db import Database
 from longops.store.tables import jobs, provider_batches
 from longops.store.types import utcnow
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await upgrade_database(database)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 def _comparable(row: Any) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from longops.settings import Settings
 from longops.store import job_queue as queue
 from longops.store import jobs as job_store
 from longops.store.db import open_database
-from longops.store.migrate import upgrade_database
 from longops.store.tables import files, items, jobs
 from longops.store.types import utcnow
 from longops.store.webhook_tables import webhook_events
@@ -233,8 +232,7 @@ async def test_idempotency_key_replays_the_job(settings: Settings) -> None:
 async def test_leases_fence_out_stale_attempts_limits_hold_and_the_reaper_ends_abandoned_jobs(
     database_url: str,
 ) -> None:
-    db = open_database(database_url)
-    await upgrade_database(db)
+    db = open_database(database_url)  # migrated (the fixture's)
     lease = timedelta(seconds=30)
 
     async def new(job_type: str, max_attempts: int = 2) -> str:

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from longops.domain.schemas import RequestCounts
 from longops.domain.statuses import JobStatus, StopReason
-
-
-@dataclass(frozen=True, slots=True)
-class RequestCounts:
-    total: int = 0
-    processing: int = 0
-    succeeded: int = 0
-    errored: int = 0
-    cancelled: int = 0
-    expired: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,6 @@ TERMINAL_JOB_STATUSES: frozenset[JobStatus] = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
 
-ACTIVE_JOB_STATUSES: frozenset[JobStatus] = frozenset(JobStatus) - TERMINAL_JOB_STATUSES
-
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CREATED: frozenset(
         {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
@@ -71,10 +69,6 @@ class ItemStatus(StrEnum):
     ERRORED = "errored"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_ITEM_STATUSES
 
 
 FINAL_ITEM_STATUSES: frozenset[ItemStatus] = frozenset(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+# The longest wait before retrying a job's attempt or a webhook's delivery (before jitter).
+RETRY_CAP_SECONDS = 3600.0
+
 
 def exponential(attempt: int, *, base: float, cap: float, jitter: float = 0.2) -> float:
     """``base × 2^(attempt−1)`` capped at ``cap``, plus up to ``jitter`` (a fraction) of it."""

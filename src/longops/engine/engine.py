@@ -19,9 +19,9 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+from longops.domain.clock import Clock, system_clock
 from longops.engine.backoff import exponential
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
@@ -36,7 +36,6 @@ from longops.providers.registry import ProviderRegistry, build_registry, configu
 from longops.settings import Settings
 from longops.store.db import Database, sqlite_path
 from longops.store.terms import begin_term, end_term, term_fence
-from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,12 @@ def make_leadership(settings: Settings, db: Database) -> Leadership:
 
 
 class Engine:
-    def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, metrics: Metrics, *, clock: Clock = system_clock
+    ) -> None:
+        """``clock`` is the time of the terms, the workers and the webhook dispatcher."""
         self._settings = settings
+        self._clock = clock
         self._db = db
         self._metrics = metrics
         self._leadership = make_leadership(settings, db)
@@ -96,7 +99,7 @@ class Engine:
             log.info("bundled simulator provider listening at %s", simulator_url)
         self._registry = build_registry(self._settings, simulator_url)
         handlers = bound_handlers(self._db, self._settings, configured_providers(self._settings))
-        self._workers = Workers(self._db, self._settings, handlers, owner=self.instance)
+        self._workers = Workers(self._db, self._settings, handlers, owner=self.instance, clock=self._clock)
         self._shared_runner = LoopRunner(self.shared_loops())
         self._shared_runner.start()
         self._task = asyncio.create_task(self._lead(), name="longops-leadership")
@@ -131,14 +134,14 @@ class Engine:
         return [
             Submitter(db, self._registry, self._settings, self._metrics),
             Poller(db, self._registry, self._settings, self._metrics),
-            Pruner(db, self._settings),
+            Pruner(db, self._settings, clock=self._clock),
         ]
 
     def shared_loops(self) -> list[Loop]:
         """Loops that run on every instance, leader or not."""
         assert self._workers is not None
         if self._webhooks is None:
-            self._webhooks = WebhookDispatcher(self._db, self._settings)
+            self._webhooks = WebhookDispatcher(self._db, self._settings, clock=self._clock)
         return [self._webhooks, self._workers]
 
     async def _lead(self) -> None:
@@ -197,7 +200,7 @@ class Engine:
         return None
 
     async def _become_leader(self) -> None:
-        self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, utcnow())
+        self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, self._clock())
         log.info("this instance (%s) is now the leader, term %d", self.instance, self._term)
         self.is_leader = True
         self._metrics.leader.set(1)
@@ -213,20 +216,10 @@ class Engine:
             await runner.stop(timeout)
         if term is not None:
             try:
-                await end_term(self._db, term, utcnow())
+                await end_term(self._db, term, self._clock())
             except Exception as exc:  # database unreachable: the next leader closes the term
                 log.warning("could not record the end of term %d: %s", term, exc)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-@contextlib.asynccontextmanager
-async def running_engine(settings: Settings, db: Database, metrics: Metrics) -> AsyncIterator[Engine]:
-    engine = Engine(settings, db, metrics)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()

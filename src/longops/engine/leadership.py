@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import IO, Protocol
 
 import asyncpg
 from sqlalchemy.engine import make_url
+
+from longops.domain.lock_keys import advisory_lock_key
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,6 @@ class Leadership(Protocol):
     async def still_leader(self) -> bool: ...
 
     async def release(self) -> None: ...
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key from a configurable name."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class SQLiteLeadership:
@@ -106,7 +102,7 @@ def asyncpg_dsn(url: str) -> str:
 class PostgresLeadership:
     def __init__(self, url: str, lock_name: str, *, check_timeout: float = 5.0) -> None:
         self._dsn = asyncpg_dsn(url)
-        self._key = lock_key(lock_name)
+        self._key = advisory_lock_key(lock_name)
         self._check_timeout = check_timeout
         self._conn: asyncpg.Connection | None = None
 

@@ -19,15 +19,14 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from longops.domain.clock import Clock, system_clock
 from longops.settings import Settings
 from longops.store import files as file_store
 from longops.store import retention
 from longops.store.db import Database
-from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +40,15 @@ STALE_UPLOAD = timedelta(days=1)
 class Pruner:
     name = "pruner"
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, *, clock: Clock = system_clock) -> None:
+        """``clock`` says what is older than the window (the system's by default)."""
         self._db = db
+        self._clock = clock
         self._window = timedelta(days=settings.retention_days)
         self._files_dir = Path(settings.files_dir)
 
     async def run_once(self) -> float:
-        cutoff = utcnow() - self._window
+        cutoff = self._clock() - self._window
         more = await self._prune_jobs(cutoff)
         more = await self._prune_files(cutoff) or more
         self._prune_stale_uploads()
@@ -81,7 +82,7 @@ class Pruner:
         incoming = self._files_dir / file_store.INCOMING
         if not incoming.is_dir():
             return
-        oldest = time.time() - STALE_UPLOAD.total_seconds()
+        oldest = (self._clock() - STALE_UPLOAD).timestamp()
         for partial in incoming.iterdir():
             if partial.stat().st_mtime < oldest:
                 partial.unlink(missing_ok=True)

@@ -42,15 +42,15 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops._version import __version__
+from longops.domain.clock import Clock, system_clock
 from longops.domain.schemas import Batch, Job
-from longops.engine.backoff import exponential
+from longops.engine.backoff import RETRY_CAP_SECONDS, exponential
 from longops.net import Resolver, UnsafeCallbackURL, parse_callback_url, resolve_destination, system_resolver
 from longops.settings import Settings
 from longops.store import events
 from longops.store.db import Database
 from longops.store.events import AttemptRecord, Claim, EventState
 from longops.store.jobs import load_batches
-from longops.store.types import utcnow
 from longops.store.views import LLM_BATCH, job_view
 from longops.webhooks import parse_secret, sign
 
@@ -60,7 +60,6 @@ CLAIM_LIMIT = 32  # events claimed per cycle
 SHUTDOWN_GRACE_SECONDS = 2.0
 MAX_IN_FLIGHT = 256  # attempts running at once (a hanging one holds its place until its timeout)
 IDLE_SECONDS = 1.0  # longest wait before looking for newly written events
-MAX_BACKOFF_SECONDS = 3600.0
 LEASE_MARGIN_SECONDS = 30.0
 ERROR_BODY_CHARS = 200  # of a non-2xx answer's body, kept in the attempt's error
 
@@ -74,9 +73,18 @@ class WebhookEnvelope(BaseModel):
 class WebhookDispatcher:
     name = "webhooks"
 
-    def __init__(self, db: Database, settings: Settings, *, resolver: Resolver = system_resolver) -> None:
-        """``resolver`` answers the address checks before each attempt (the system's by default)."""
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        resolver: Resolver = system_resolver,
+        clock: Clock = system_clock,
+    ) -> None:
+        """``resolver`` answers the address checks before each attempt (the system's by default);
+        ``clock`` dates claims, leases, retries and signatures (the system's by default)."""
         self._db = db
+        self._clock = clock
         self._settings = settings
         self._resolver = resolver
         self._key = _secret_key(settings.webhook_secret)
@@ -97,7 +105,7 @@ class WebhookDispatcher:
         if room > 0:
             async with self._db.write() as conn:
                 claims = await events.claim_due(
-                    conn, utcnow(), limit=room, lease=self._lease, skip_locked=self._db.is_postgres
+                    conn, self._clock(), limit=room, lease=self._lease, skip_locked=self._db.is_postgres
                 )
                 if claims:
                     claims = await self._with_payloads(conn, claims)
@@ -111,7 +119,7 @@ class WebhookDispatcher:
             )
         wait = IDLE_SECONDS
         if next_due is not None:
-            wait = min(IDLE_SECONDS, max(0.0, (next_due - utcnow()).total_seconds()))
+            wait = min(IDLE_SECONDS, max(0.0, (next_due - self._clock()).total_seconds()))
         if not self._in_flight:
             return wait
         done, _pending = await asyncio.wait(self._in_flight, timeout=IDLE_SECONDS)
@@ -146,7 +154,7 @@ class WebhookDispatcher:
         """One transaction for the outcomes of these finished attempts (then they leave the set)."""
         records = [task.result() for task in finished]
         async with self._db.write() as conn:
-            await events.record_attempts(conn, records, utcnow())
+            await events.record_attempts(conn, records, self._clock())
         self._in_flight.difference_update(finished)
         for record in records:
             if record.state != EventState.PENDING:
@@ -174,7 +182,7 @@ class WebhookDispatcher:
             ).model_dump_json()
             for claim in new
         }
-        await events.save_payloads(conn, payloads, utcnow())
+        await events.save_payloads(conn, payloads, self._clock())
         return [
             dataclasses.replace(claim, payload=payloads[claim.event_id]) if claim.payload is None else claim
             for claim in claims
@@ -206,7 +214,7 @@ class WebhookDispatcher:
         )
         url = httpx.URL(claim.callback_url)
         body = claim.payload.encode("utf-8")
-        timestamp = int(time.time())
+        timestamp = int(self._clock().timestamp())
         headers = {
             "host": url.netloc.decode("ascii"),
             "content-type": "application/json",
@@ -242,8 +250,8 @@ class WebhookDispatcher:
         used = claim.attempt - claim.budget_base
         if used >= self._settings.webhook_max_attempts:
             return EventState.FAILED, None
-        delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=MAX_BACKOFF_SECONDS)
-        return EventState.PENDING, utcnow() + timedelta(seconds=min(delay, MAX_BACKOFF_SECONDS))
+        delay = exponential(used, base=self._settings.webhook_backoff_seconds, cap=RETRY_CAP_SECONDS)
+        return EventState.PENDING, self._clock() + timedelta(seconds=min(delay, RETRY_CAP_SECONDS))
 
 
 def _secret_key(secret: str | None) -> bytes | None:

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from longops.domain.clock import Clock, system_clock
 from longops.domain.statuses import StopReason
-from longops.engine.backoff import exponential
+from longops.engine.backoff import RETRY_CAP_SECONDS, exponential
 from longops.engine.ingest import INGEST_JOB_TYPE, INGEST_OPTIONS, BatchIngest
 from longops.handlers import (
     AttemptState,
@@ -59,12 +60,10 @@ from longops.providers.registry import ProviderSpec
 from longops.settings import Settings
 from longops.store import job_queue as queue
 from longops.store.db import Database
-from longops.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5
-RETRY_BACKOFF_CAP_SECONDS = 3600.0
 MAX_ERROR_MESSAGE_CHARS = 2000
 
 
@@ -110,8 +109,19 @@ def _error(exc: BaseException) -> dict[str, Any]:
 class Workers:
     name = "workers"
 
-    def __init__(self, db: Database, settings: Settings, handlers: Mapping[str, Handler], owner: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        handlers: Mapping[str, Handler],
+        owner: str,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        """``clock`` dates claims, leases, progress, outcomes and retries (the system's by default);
+        when the next round runs is the event loop's business (its monotonic time)."""
         self._db = db
+        self._clock = clock
         self._settings = settings
         self._handlers = dict(handlers)
         self._limits = {name: h.options.concurrency for name, h in self._handlers.items()}
@@ -180,7 +190,7 @@ class Workers:
                 self._want_claim = len(claimed) == free  # every slot filled: more may be due
         if now >= self._next_reap:
             async with self._db.write() as conn:
-                reaped = await queue.reap(conn, utcnow())
+                reaped = await queue.reap(conn, self._clock())
             if any(reaped.values()):
                 log.info("reaped jobs no worker will run: %s", reaped)
             self._next_reap = now + self._lease.total_seconds() / 3
@@ -208,7 +218,7 @@ class Workers:
         outcomes, self._ended = self._ended, []
         try:
             async with self._db.write() as conn:
-                now = utcnow()
+                now = self._clock()
                 written = await queue.record_outcomes(conn, self._owner, outcomes, now) if outcomes else {}
                 claimed = []
                 if claim_slots > 0:
@@ -240,7 +250,7 @@ class Workers:
         attempts = [a for a in self._running.values() if not a.interrupted]
         async with self._db.write() as conn:
             held = await queue.renew_leases(
-                conn, self._owner, [a.held for a in attempts], utcnow(), self._lease
+                conn, self._owner, [a.held for a in attempts], self._clock(), self._lease
             )
         for attempt in attempts:
             if attempt.claimed.id not in held:
@@ -272,7 +282,7 @@ class Workers:
         versions = {a.claimed.id: a.ctx.state.progress_version for a in dirty}
         reports = {a.held: dict(a.ctx.state.progress or {}) for a in dirty}
         async with self._db.write() as conn:
-            cancel_requested = await queue.write_progress(conn, self._owner, reports, utcnow())
+            cancel_requested = await queue.write_progress(conn, self._owner, reports, self._clock())
         for attempt in dirty:
             if attempt.ctx.state.progress_version == versions[attempt.claimed.id]:
                 attempt.ctx.state.progress_dirty = False
@@ -364,13 +374,13 @@ class Workers:
         )
         if job.attempt < job.max_attempts:
             delay = exponential(
-                job.attempt, base=self._settings.job_retry_backoff_seconds, cap=RETRY_BACKOFF_CAP_SECONDS
+                job.attempt, base=self._settings.job_retry_backoff_seconds, cap=RETRY_CAP_SECONDS
             )
             return self._outcome(
                 attempt,
                 queue.OutcomeKind.RETRY,
                 error=_error(exc),
-                retry_at=utcnow() + timedelta(seconds=delay),
+                retry_at=self._clock() + timedelta(seconds=delay),
             )
         return self._outcome(
             attempt, queue.OutcomeKind.FAILED, error=_error(exc), stop_reason=StopReason.HANDLER_ERROR

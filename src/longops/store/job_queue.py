@@ -37,7 +37,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,13 +64,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from longops.domain.clock import Clock, system_clock
 from longops.domain.ids import new_id
+from longops.domain.lock_keys import advisory_lock_key
 from longops.domain.statuses import JobStatus, StopReason
 from longops.store.db import Database
 from longops.store.jobs import idempotent_match
 from longops.store.tables import jobs
 from longops.store.transitions import finish_jobs
-from longops.store.types import utcnow
 from longops.store.views import LLM_BATCH
 
 REAP_CHUNK = 500
@@ -90,12 +90,12 @@ class NewJob:
     request_hash: str | None = None
 
 
-async def create_job(db: Database, new: NewJob) -> tuple[RowMapping, bool]:
+async def create_job(db: Database, new: NewJob, *, clock: Clock = system_clock) -> tuple[RowMapping, bool]:
     """Store a new ``pending`` job, due now. Returns (its row as committed, replayed); with an
     ``Idempotency-Key`` used before, the earlier job's row as it is now."""
     for attempt in range(2):
         try:
-            return await _create_job_once(db, new)
+            return await _create_job_once(db, new, clock())
         except IntegrityError:
             # A concurrent create with the same Idempotency-Key won the unique index: replay it.
             if new.idempotency_key is None or attempt == 1:
@@ -103,8 +103,7 @@ async def create_job(db: Database, new: NewJob) -> tuple[RowMapping, bool]:
     raise AssertionError("unreachable")
 
 
-async def _create_job_once(db: Database, new: NewJob) -> tuple[RowMapping, bool]:
-    now = utcnow()
+async def _create_job_once(db: Database, new: NewJob, now: datetime) -> tuple[RowMapping, bool]:
     async with db.write() as conn:
         existing = await idempotent_match(conn, new, now)
         if existing is not None:
@@ -148,7 +147,9 @@ _PG_BULK_INSERT = text(
 ).bindparams(bindparam("now", type_=jobs.c.created_at.type))
 
 
-async def create_jobs_bulk(db: Database, new_jobs: Sequence[NewJob]) -> list[str]:
+async def create_jobs_bulk(
+    db: Database, new_jobs: Sequence[NewJob], *, clock: Clock = system_clock
+) -> list[str]:
     """Store many new ``pending`` jobs at once, all due now, in one transaction (all or none).
 
     The bulk twin of :func:`create_job` for producers that enqueue thousands of jobs: one
@@ -160,7 +161,7 @@ async def create_jobs_bulk(db: Database, new_jobs: Sequence[NewJob]) -> list[str
     """
     if any(new.idempotency_key is not None for new in new_jobs):
         raise ValueError("create_jobs_bulk does not take idempotency keys; use create_job")
-    now = utcnow()
+    now = clock()
     ids = [new_id("job") for _ in new_jobs]
     if not ids:
         return ids
@@ -246,9 +247,7 @@ def _owned(owner: str, held: Sequence[Held]) -> list[ColumnElement[bool]]:
 
 def type_lock_key(job_type: str) -> int:
     """The signed 64-bit advisory-lock key that serializes claims of one job type (PostgreSQL)."""
-    return int.from_bytes(
-        hashlib.sha256(f"longops-job-type:{job_type}".encode()).digest()[:8], "big", signed=True
-    )
+    return advisory_lock_key(f"longops-job-type:{job_type}")
 
 
 async def claim_jobs(

@@ -7,7 +7,6 @@ transaction-level advisory lock, so one migrates and the others then find nothin
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 
 from alembic import command
@@ -15,10 +14,11 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from longops.domain.lock_keys import advisory_lock_key
 from longops.store.db import Database, open_database
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"longops-migrations").digest()[:8], "big", signed=True)
+MIGRATION_LOCK_KEY = advisory_lock_key("longops-migrations")
 
 
 def _alembic_config(connection: Connection) -> Config:

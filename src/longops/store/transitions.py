@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from longops.domain.outcome import RequestCounts, batch_outcome
+from longops.domain.outcome import batch_outcome
 from longops.domain.statuses import ItemStatus, JobStatus, ProviderBatchStatus, StopReason, allowed_from
 from longops.store.events import enqueue_terminal_events
 from longops.store.tables import jobs, provider_batches
+from longops.store.views import request_counts
 
 # A terminal job holds no lease and is never due again (see store/job_queue.py).
 LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "due_at": None}
@@ -204,13 +205,7 @@ async def finalize_batches_if_done(
         if open_pbs:
             continue
         job = candidates[job_id]
-        counts = RequestCounts(
-            total=job["n_total"],
-            succeeded=job["n_succeeded"],
-            errored=job["n_errored"],
-            cancelled=job["n_cancelled"],
-            expired=job["n_expired"],
-        )
+        counts = request_counts(job)
         outcome = batch_outcome(
             counts,
             cancel_requested=job["cancel_requested_at"] is not None,

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
 
+from longops.domain.clock import system_clock
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out (SQLite stores naive text)."""
@@ -31,5 +33,5 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+# The system clock, for the call sites that do not take an injected ``Clock`` (domain/clock.py) yet.
+utcnow = system_clock
