@@ -24,6 +24,9 @@ Invariants:
   still written one at a time and in stream order, and memory stays bounded: per ingesting batch,
   the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
   most ``INGEST_CHUNK_SIZE`` results and about ``_CHUNK_BYTES`` of response text.
+* What the provider still keeps of a batch that ended (its input and result files) is released
+  (:meth:`Provider.release`) only after its results are committed, at the end of the cycle; a
+  release that fails is logged and not retried (the provider's own expiry removes the rest).
 * One cycle costs a constant number of statements for the batches that did not end: one query for
   the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
   transaction).
@@ -99,10 +102,15 @@ class Poller:
         stats = CycleStats()
         gate = asyncio.Semaphore(self._settings.poll_concurrency)
         completions = _Completions(self._db, self._settings.ingest_chunk_size, stats)
+        ended: dict[str, tuple[Provider, ProviderBatchInfo]] = {}
 
         async def poll(pb: RowMapping) -> pbs.PollRecord | None:
             async with gate:
-                return await self._poll_one(pb, stats, completions)
+                return await self._poll_one(pb, stats, completions, ended)
+
+        async def release(provider: Provider, info: ProviderBatchInfo) -> None:
+            async with gate:
+                await _release(provider, info)
 
         # Every poll runs to its end even if one fails, so nothing is left running into the next
         # cycle; what ended is written and what was polled recorded, then a failure that is not a
@@ -125,6 +133,10 @@ class Poller:
             failures.append(exc)
         records += [self._failed_write(pb, exc, stats) for pb, exc in failed_writes]
         await pbs.record_polls(self._db, records, utcnow())
+        for pb, _ in failed_writes:
+            ended.pop(pb["id"], None)
+        if not failures:
+            await asyncio.gather(*(release(provider, info) for provider, info in ended.values()))
         if failures:
             raise failures[0]
         elapsed = time.perf_counter() - started
@@ -154,7 +166,11 @@ class Poller:
             )
 
     async def _poll_one(
-        self, pb: RowMapping, stats: CycleStats, completions: _Completions
+        self,
+        pb: RowMapping,
+        stats: CycleStats,
+        completions: _Completions,
+        ended: dict[str, tuple[Provider, ProviderBatchInfo]],
     ) -> pbs.PollRecord | None:
         provider = self._providers.get(pb["provider"])
         if provider is None:
@@ -175,6 +191,7 @@ class Poller:
             else:
                 written = await self._ingest(provider, pb, info, completions)
                 stats.items_ingested += written  # after the await: other polls add meanwhile
+            ended[pb["id"]] = (provider, info)
             stats.ended += 1
             return None
         except ProviderError as exc:
@@ -262,7 +279,7 @@ class Poller:
         max_items = self._settings.ingest_chunk_size
         chunk: list[ProviderResult] = []
         size = 0
-        stream = provider.results(pb["provider_batch_id"], results_url=info.results_url)
+        stream = provider.results(info)
         try:
             async for result in stream:
                 # A full chunk is handed over once the next result shows it is not the last one,
@@ -303,6 +320,13 @@ class Poller:
                     conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, span=ItemSpan.of(pb)
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
+
+
+async def _release(provider: Provider, info: ProviderBatchInfo) -> None:
+    try:
+        await provider.release(info)
+    except ProviderError as exc:
+        log.warning("could not release %s at %s: %s", info.provider_batch_id, provider.name, exc.message)
 
 
 def _independent_of_batches(exc: BaseException) -> bool:

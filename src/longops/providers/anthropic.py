@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -48,16 +48,19 @@ import orjson
 from anthropic.types.messages import MessageBatch
 
 from longops.domain.provider_status import UnknownProviderStatus, anthropic_item_status, anthropic_phase
-from longops.domain.requests import BatchRequest
 from longops.domain.statuses import ItemStatus
 from longops.providers.base import (
+    OnStaged,
     ProviderBatchInfo,
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderResult,
     ProviderUnavailable,
+    Requests,
+    Submission,
+    each_request,
 )
-from longops.providers.reads import ReadClient, status_error
+from longops.providers.reads import ReadClient, caused_by, lines_of, root_cause, status_error
 
 _BATCHES_PATH = "/v1/messages/batches"
 _LIST_PAGE_SIZE = 100
@@ -70,7 +73,7 @@ _UNPROCESSED = {
 
 
 class AnthropicProvider:
-    accepts_openai_lines = False
+    tags_batches = False  # a Message Batch keeps no caller metadata
 
     def __init__(
         self,
@@ -95,8 +98,9 @@ class AnthropicProvider:
         self._reads = ReadClient(headers=headers, timeout=timeout)
 
     async def create(
-        self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+        self, submission: Submission, requests: Requests, on_staged: OnStaged
     ) -> ProviderBatchInfo:
+        """The requests go inline in the create body: nothing is staged."""
         try:
             batch = await self._client.post(
                 _BATCHES_PATH,
@@ -121,23 +125,28 @@ class AnthropicProvider:
             raise classify_error(exc) from exc
         return _batch_info(batch)
 
-    async def results(
-        self, provider_batch_id: str, *, results_url: str | None = None
-    ) -> AsyncIterator[ProviderResult]:
+    async def discard(self, staged: Mapping[str, str]) -> None:
+        """Nothing is ever staged."""
+
+    async def release(self, info: ProviderBatchInfo) -> None:
+        """A Message Batch's results stay until the provider archives them; nothing to delete."""
+
+    async def results(self, info: ProviderBatchInfo) -> AsyncIterator[ProviderResult]:
         """Results as they arrive. A stream that breaks raises ``ProviderOutcomeUnknown`` after the
-        lines already yielded; it never ends silently short. ``results_url`` (from a retrieve of the
-        ended batch) saves the retrieve that would otherwise find it."""
+        lines already yielded; it never ends silently short. The ``results_url`` of the retrieve
+        that saw the batch end saves a second retrieve."""
+        results_url = info.handles.get("results_url")
         if results_url is None:
-            info = await self.retrieve(provider_batch_id)
-            if info.results_url is None:
+            info = await self.retrieve(info.provider_batch_id)
+            results_url = info.handles.get("results_url")
+            if results_url is None:
                 raise ProviderOutcomeUnknown(
-                    f"batch {provider_batch_id} has no results yet ({info.processing_status})",
+                    f"batch {info.provider_batch_id} has no results yet ({info.processing_status})",
                     error_type="results_not_ready",
                 )
-            results_url = info.results_url
         headers = {"Accept": "application/binary"}
         async with contextlib.aclosing(self._reads.chunks(results_url, headers)) as chunks:
-            async for line in _lines(chunks):
+            async for line in lines_of(chunks):
                 yield parse_result_line(line)
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:
@@ -163,9 +172,7 @@ class AnthropicProvider:
 _BODY_CHUNK_BYTES = 256 * 1024
 
 
-async def _create_body(
-    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
-) -> AsyncIterator[bytes]:
+async def _create_body(requests: Requests) -> AsyncIterator[bytes]:
     """``{"requests": [...]}`` around each request's stored params JSON, which is sent as is.
 
     Streamed in chunks of about 256 KiB (chunked transfer encoding), as the requests arrive: the
@@ -173,7 +180,7 @@ async def _create_body(
     entries, their join, the final concatenation)."""
     chunk = bytearray(b'{"requests":[')
     first = True
-    async for request in _each(requests):
+    async for request in each_request(requests):
         if not first:
             chunk += b","
         first = False
@@ -188,43 +195,19 @@ async def _create_body(
     yield bytes(chunk)
 
 
-async def _each(
-    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
-) -> AsyncIterator[BatchRequest]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request
-
-
 def classify_error(exc: BaseException) -> ProviderError:
     """What an SDK or transport error proves about the call (see the module docstring)."""
     if isinstance(exc, anthropic.APIStatusError):
         return status_error(exc.status_code, exc.type, exc.api_message or exc.message)
-    if _caused_by(exc, _NOT_SENT):
-        return ProviderUnavailable(f"could not connect: {_root(exc)}", error_type="connection_error")
-    if _caused_by(exc, (httpx2.TimeoutException, anthropic.APITimeoutError)):
-        return ProviderOutcomeUnknown(f"timed out: {_root(exc)}", error_type="timeout_error")
-    if _caused_by(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
-        return ProviderOutcomeUnknown(f"connection failed: {_root(exc)!r}", error_type="connection_error")
+    if caused_by(exc, _NOT_SENT):
+        return ProviderUnavailable(f"could not connect: {root_cause(exc)}", error_type="connection_error")
+    if caused_by(exc, (httpx2.TimeoutException, anthropic.APITimeoutError)):
+        return ProviderOutcomeUnknown(f"timed out: {root_cause(exc)}", error_type="timeout_error")
+    if caused_by(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return ProviderOutcomeUnknown(
+            f"connection failed: {root_cause(exc)!r}", error_type="connection_error"
+        )
     return ProviderOutcomeUnknown(f"{type(exc).__name__}: {exc}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    chain = [exc]
-    while (cause := chain[-1].__cause__) is not None and cause not in chain:
-        chain.append(cause)
-    return chain
-
-
-def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    return any(isinstance(link, kinds) for link in _chain(exc))
-
-
-def _root(exc: BaseException) -> BaseException:
-    return _chain(exc)[-1]
 
 
 def _batch_info(batch: MessageBatch) -> ProviderBatchInfo:
@@ -243,21 +226,8 @@ def _batch_info(batch: MessageBatch) -> ProviderBatchInfo:
         + counts.canceled
         + counts.expired,
         created_at=batch.created_at,
-        results_url=batch.results_url,
+        handles={"results_url": batch.results_url} if batch.results_url else {},
     )
-
-
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The non-blank lines of a byte stream, without their line ends (the last may lack one)."""
-    tail = b""
-    async for chunk in chunks:
-        lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            if line and not line.isspace():
-                yield line
-    if tail and not tail.isspace():
-        yield tail
 
 
 # A succeeded line in the provider's compact layout; ``custom_id`` is restricted to [A-Za-z0-9_-].
@@ -306,7 +276,7 @@ def _batch_info_from_json(body: bytes) -> ProviderBatchInfo:
         phase=phase,
         request_count=total,
         created_at=created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC),
-        results_url=results_url,
+        handles={"results_url": results_url} if results_url else {},
     )
 
 

@@ -95,8 +95,10 @@ def _error_answer(status: int, body: bytes) -> ProviderError:
     error_type, message = None, f"HTTP {status}: {body[:200]!r}"
     try:
         error = orjson.loads(body)["error"]
-        error_type, message = str(error["type"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        # Anthropic's envelope names a type; OpenAI's may leave it null and give a code instead.
+        kind = error.get("type") or error.get("code")
+        error_type, message = (str(kind) if kind else None), str(error["message"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
     return status_error(status, error_type, message)
 
@@ -107,3 +109,32 @@ def _transport_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderOutcomeUnknown(f"timed out: {exc!r}", error_type="timeout_error")
     return ProviderOutcomeUnknown(f"connection failed: {exc!r}", error_type="connection_error")
+
+
+async def lines_of(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-blank lines of a byte stream, without their line ends (the last may lack one)."""
+    tail = b""
+    async for chunk in chunks:
+        lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if line and not line.isspace():
+                yield line
+    if tail and not tail.isspace():
+        yield tail
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain = [exc]
+    while (cause := chain[-1].__cause__) is not None and cause not in chain:
+        chain.append(cause)
+    return chain
+
+
+def caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or any exception it was raised from is one of ``kinds``."""
+    return any(isinstance(link, kinds) for link in _chain(exc))
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    return _chain(exc)[-1]
