@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from longops.providers.simulator.openai_wire import OpenAIState, openai_error, openai_routes
 from longops.providers.simulator.state import SimApiError, SimulatorState, parse_create_body
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "results")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "results", "upload", "delete")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -186,8 +187,14 @@ async def _stream(lines: Iterator[bytes], cut_after: int | None) -> AsyncIterato
         yield b"".join(chunk)
 
 
+def _is_openai(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith(("/v1/files", "/v1/batches"))
+
+
 def create_app(state: SimulatorState) -> Starlette:
     faults, stats = Faults(), Stats()
+    openai_state = OpenAIState(state.config)  # the OpenAI wire (openai_wire.py), same knobs
 
     async def create(request: Request) -> Response:
         body = await request.body()  # read even when failing, so the client is not cut off mid-send
@@ -278,11 +285,16 @@ def create_app(state: SimulatorState) -> Starlette:
         return _json(asdict(state.config))
 
     async def finish(request: Request) -> Response:
-        batch = state.finish(request.path_params["batch_id"])
+        batch_id = request.path_params["batch_id"]
+        if batch_id in openai_state.batches:
+            return _json(openai_state.to_wire(openai_state.finish(batch_id)))
+        batch = state.finish(batch_id)
         return _json(batch.to_wire(state.clock(), _base_url(request)))
 
     async def on_sim_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SimApiError)
+        if _is_openai(request):
+            return openai_error(exc.status_code, exc.error_type, exc.message)
         return _error(exc.status_code, exc.error_type, exc.message)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -298,6 +310,7 @@ def create_app(state: SimulatorState) -> Starlette:
             Route(batches + "/{batch_id}", retrieve, methods=["GET"]),
             Route(batches + "/{batch_id}/cancel", cancel, methods=["POST"]),
             Route(batches + "/{batch_id}/results", results, methods=["GET"]),
+            *openai_routes(openai_state, faults, stats, _stream),
             Route("/_simulator/stats", get_stats, methods=["GET"]),
             Route("/_simulator/faults", add_faults, methods=["POST"]),
             Route("/_simulator/faults", get_faults, methods=["GET"]),
