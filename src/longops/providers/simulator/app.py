@@ -264,7 +264,7 @@ def create_app(state: SimulatorState) -> Starlette:
             {
                 "calls": dict(stats.calls),
                 "by_batch": {batch_id: dict(counts) for batch_id, counts in stats.by_batch.items()},
-                "batches": len(state),
+                "batches": len(state) + len(openai_state.batches),
             }
         )
 
