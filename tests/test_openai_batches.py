@@ -12,9 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+import longops
+from longops.cli import app as cli_app
 from longops.providers.simulator import start_embedded
 from tests.support.harness import Harness, harness
+from tests.support.servers import app_in_thread
 
 
 def chat(text: str) -> dict[str, Any]:
@@ -293,3 +297,38 @@ def test_a_malformed_providers_file_stops_serve_with_one_line(tmp_path: Path) ->
     last = done.stderr.strip().splitlines()[-1]
     assert "provider 'groq'" in last and "protocol 'grpc'" in last
     assert "Traceback" not in done.stderr
+
+
+def test_simulator_openai_works_with_no_configuration_through_sdk_and_cli(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The engine's own embedded simulator serves the OpenAI path: SDK create with an endpoint, and
+    ``longops submit --provider simulator_openai`` of the example file."""
+    with (
+        app_in_thread(make_settings(simulator_processing_seconds=0.2)) as app,
+        longops.Client(base_url=app.url) as client,
+    ):
+        batch = client.batches.create(
+            provider="simulator_openai",
+            endpoint="/v1/embeddings",
+            requests=[{"custom_id": "e1", "params": {"model": "emb-sim", "input": "hello"}}],
+        )
+        assert batch.endpoint == "/v1/embeddings"
+        done = client.batches.wait(batch.id, timeout=60)
+        assert done.status == "completed"
+        (line,) = list(client.batches.results(batch.id))
+        assert line.response["object"] == "list" and len(line.response["data"][0]["embedding"]) == 8
+
+        example = Path(__file__).parent.parent / "examples" / "hello_openai.jsonl"
+        runner = CliRunner()
+        env = {"LONGOPS_SERVER_URL": app.url}
+        out = tmp_path / "results.jsonl"
+        result = runner.invoke(
+            cli_app,
+            ["submit", str(example), "--provider", "simulator_openai", "--wait", "--output", str(out)],
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+        lines = by_id(out.read_text().splitlines())
+        assert [lines[f"q{i}"]["status"] for i in range(1, 5)] == ["succeeded"] * 3 + ["errored"]
+        assert lines["q4"]["error"]["type"] == "invalid_request_error"

@@ -45,19 +45,20 @@ class ProviderProtocol(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProviderOptions:
-    """What building providers needs from the configuration (``Settings.provider_options``)."""
+    """What building providers needs from the configuration (``Settings.provider_options``; the
+    defaults live there)."""
 
-    timeout: float = 60.0
-    anthropic_max_requests: int = 100_000
-    anthropic_max_bytes: int = 268_435_456
-    openai_max_requests: int = 50_000
-    openai_max_bytes: int = 209_715_200
-    openai_delete_files: bool = True
-    openai_compatible_base_url: str | None = None
-    openai_compatible_api_key: str | None = None
-    openai_compatible_concurrency: int = 16
-    openai_compatible_max_attempts: int = 5
-    providers_file: str | None = None
+    timeout: float
+    anthropic_max_requests: int
+    anthropic_max_bytes: int
+    openai_max_requests: int
+    openai_max_bytes: int
+    openai_delete_files: bool
+    openai_compatible_base_url: str | None
+    openai_compatible_api_key: str | None
+    openai_compatible_concurrency: int
+    openai_compatible_max_attempts: int
+    providers_file: str | None
 
 
 @dataclass(frozen=True, slots=True)
