@@ -17,7 +17,7 @@ import httpx
 from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
 from longops.engine.submitter import Submitter
-from longops.providers.registry import ProviderRegistry, build_registry, configured_providers
+from longops.providers.registry import ProviderRegistry, registry_for
 from longops.providers.simulator.server import start_embedded
 from longops.settings import Settings
 from longops.store.db import Database, open_database
@@ -91,8 +91,7 @@ async def harness(settings: Settings, **simulator_options: Any) -> AsyncIterator
         settings = settings.model_copy(update={"simulator_url": simulator_url})
         async with app_in_loop(settings, run_engine=False) as app:
             db = open_database(settings.database_url)
-            options = settings.provider_options()
-            registry = build_registry(configured_providers(options), options, simulator_url)
+            registry = registry_for(settings.provider_options(), simulator_url)
             metrics = Metrics()
             try:
                 async with (

@@ -159,6 +159,11 @@ class ProviderRegistry:
             await provider.aclose()
 
 
+def registry_for(options: ProviderOptions, simulator_url: str | None) -> ProviderRegistry:
+    """The adapters of every configured provider (for tools and tests that need no specs)."""
+    return build_registry(configured_providers(options), options, simulator_url)
+
+
 def build_registry(
     specs: Mapping[str, ProviderSpec], options: ProviderOptions, simulator_url: str | None
 ) -> ProviderRegistry:
