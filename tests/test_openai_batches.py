@@ -276,9 +276,28 @@ async def test_a_providers_file_provider_works_under_its_own_name(
             assert (await client.get("/_simulator/stats")).json()["batches"] == 2
 
 
-def test_a_malformed_providers_file_stops_serve_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '[providers.groq]\nprotocol = "grpc"\napi_key_env = "GROQ_API_KEY"\n',
+            "provider 'groq': protocol 'grpc'",
+        ),
+        (
+            '[providers.groq]\nprotocol = "openai"\napi_key_env = "LONGOPS_TEST_UNSET_KEY"\n',
+            "provider 'groq': api_key_env names LONGOPS_TEST_UNSET_KEY, which is not set",
+        ),
+        (
+            '[providers.groq]\nprotocol = "openai"\nbase_uri = "x"\n',
+            "provider 'groq': unknown field(s) base_uri",
+        ),
+        ('[providers.vllm]\nprotocol = "openai_compatible"\n', "provider 'vllm': base_url is required"),
+        ("[providers.groq\nprotocol = 1\n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_providers_file_stops_serve_with_one_line(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "providers.toml"
-    path.write_text('[providers.groq]\nprotocol = "grpc"\napi_key_env = "GROQ_API_KEY"\n')
+    path.write_text(content)
     env = {
         "PATH": "/usr/bin:/bin",
         "LONGOPS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
@@ -294,8 +313,9 @@ def test_a_malformed_providers_file_stops_serve_with_one_line(tmp_path: Path) ->
         check=False,
     )
     assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    assert "provider 'groq'" in last and "protocol 'grpc'" in last
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert lines[0].startswith(f"error: LONGOPS_PROVIDERS_FILE {path}")
     assert "Traceback" not in done.stderr
 
 
