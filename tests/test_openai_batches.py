@@ -18,6 +18,7 @@ import longops
 from longops.cli import app as cli_app
 from longops.providers.simulator import start_embedded
 from tests.support.harness import Harness, harness
+from tests.support.processes import wait_for_async
 from tests.support.servers import app_in_thread
 
 
@@ -49,6 +50,14 @@ async def run_to_end(h: Harness, batch_id: str, cycles: int = 20) -> dict[str, A
         if batch["status"] not in ("created", "pending", "running"):
             return batch
     raise AssertionError(f"batch {batch_id} did not end: {batch}")
+
+
+async def wait_for_deletes(h: Harness, count: int) -> None:
+    async def deleted() -> bool:
+        return bool((await h.sim_stats())["calls"]["delete"] >= count)
+
+    await wait_for_async(deleted, 10, f"{count} file deletions")
+    assert (await h.sim_stats())["calls"]["delete"] == count
 
 
 def by_id(lines: list[str]) -> dict[str, dict[str, Any]]:
@@ -90,8 +99,7 @@ async def test_output_and_error_files_become_exact_items_and_files_are_deleted(m
         }
         assert results["r2"]["error"] == {"type": "server_error", "message": "Overloaded"}
         assert results["r3"]["error"]["type"] == "missing_result"
-        stats = await h.sim_stats()
-        assert stats["calls"]["delete"] == 3  # input, output and error file
+        await wait_for_deletes(h, 3)  # input, output and error file, released in the background
         listing = (await h.simulator.get(f"/v1/batches/{pb['provider_batch_id']}")).json()
         for key in ("input_file_id", "output_file_id", "error_file_id"):
             assert (await h.simulator.get(f"/v1/files/{listing[key]}")).status_code == 404
@@ -180,9 +188,10 @@ async def test_a_refused_create_deletes_its_uploaded_file(make_settings: Any) ->
         await h.faults(create_errors=[429])
         batch = await run_to_end(h, (await create(h, lines_for("a")))["id"])
         assert batch["status"] == "completed"
-        stats = await h.sim_stats()
         # the first upload deleted when its create was refused; the batch's input and output files
         # after ingestion (no error file: nothing errored)
+        await wait_for_deletes(h, 3)
+        stats = await h.sim_stats()
         assert (stats["calls"]["upload"], stats["calls"]["delete"], stats["batches"]) == (2, 3, 1)
 
 

@@ -25,8 +25,11 @@ Invariants:
   the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
   most ``INGEST_CHUNK_SIZE`` results and about ``_CHUNK_BYTES`` of response text.
 * What the provider still keeps of a batch that ended (its input and result files) is released
-  (:meth:`Provider.release`) only after its results are committed, at the end of the cycle; a
-  release that fails is logged and not retried (the provider's own expiry removes the rest).
+  (:meth:`Provider.release`) only after its results are committed. The releases of one cycle run
+  in the background while the next cycle polls (at most ``POLL_CONCURRENCY`` calls at once, and
+  at most one cycle's releases in flight: a cycle that ends while the previous releases still run
+  waits for them). A release that fails, or is cut short by a stop, is logged and not retried
+  (the provider's own expiry removes the rest).
 * One cycle costs a constant number of statements for the batches that did not end: one query for
   the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
   transaction).
@@ -94,6 +97,7 @@ class Poller:
         self._providers = providers
         self._settings = settings
         self._metrics = metrics
+        self._releases: asyncio.Task[None] | None = None  # the last cycle's releases
 
     async def run_once(self) -> float:
         started = time.perf_counter()
@@ -107,10 +111,6 @@ class Poller:
         async def poll(pb: RowMapping) -> pbs.PollRecord | None:
             async with gate:
                 return await self._poll_one(pb, stats, completions, ended)
-
-        async def release(provider: Provider, info: ProviderBatchInfo) -> None:
-            async with gate:
-                await _release(provider, info)
 
         # Every poll runs to its end even if one fails, so nothing is left running into the next
         # cycle; what ended is written and what was polled recorded, then a failure that is not a
@@ -135,8 +135,8 @@ class Poller:
         await pbs.record_polls(self._db, records, utcnow())
         for pb, _ in failed_writes:
             ended.pop(pb["id"], None)
-        if not failures:
-            await asyncio.gather(*(release(provider, info) for provider, info in ended.values()))
+        if not failures and ended:
+            await self._release_in_background(list(ended.values()))
         if failures:
             raise failures[0]
         elapsed = time.perf_counter() - started
@@ -144,6 +144,20 @@ class Poller:
         if len(due) == self._settings.poll_batch_size:
             return 0.0  # more are due: keep going
         return min(1.0, self._settings.poll_interval_seconds, self._settings.simulator_poll_interval_seconds)
+
+    async def _release_in_background(self, ended: list[tuple[Provider, ProviderBatchInfo]]) -> None:
+        if self._releases is not None and not self._releases.done():
+            await self._releases  # bounded: one cycle's releases at a time
+        gate = asyncio.Semaphore(self._settings.poll_concurrency)
+
+        async def release(provider: Provider, info: ProviderBatchInfo) -> None:
+            async with gate:
+                await _release(provider, info)
+
+        async def release_all() -> None:
+            await asyncio.gather(*(release(provider, info) for provider, info in ended))
+
+        self._releases = asyncio.create_task(release_all(), name="longops-release")
 
     def _record(self, stats: CycleStats, elapsed: float) -> None:
         m = self._metrics
@@ -327,6 +341,8 @@ async def _release(provider: Provider, info: ProviderBatchInfo) -> None:
         await provider.release(info)
     except ProviderError as exc:
         log.warning("could not release %s at %s: %s", info.provider_batch_id, provider.name, exc.message)
+    except Exception as exc:  # e.g. the provider's client closed by a stop: never retried anyway
+        log.warning("could not release %s at %s: %r", info.provider_batch_id, provider.name, exc)
 
 
 def _independent_of_batches(exc: BaseException) -> bool:

@@ -15,8 +15,9 @@ tag that makes reconciliation exact (:attr:`tags_batches`). The SDK never retrie
   (retried; an upload whose answer was lost may leave a file the provider expires). A create
   that proves nothing was created deletes the uploaded file before raising; an unknown outcome
   keeps it staged, for the engine to discard after reconciliation finds no batch.
-* ``retrieve`` and the two result files are GETs on :class:`~longops.providers.reads.ReadClient`
-  with the SDK's own headers, as for Anthropic (the poller's hot path).
+* ``retrieve``, the two result files and the deletion of files are calls on
+  :class:`~longops.providers.reads.ReadClient` with the SDK's own headers, as for Anthropic (the
+  poller's hot path).
 * Results: the output file, then the error file, line by line (:func:`parse_output_line`). An
   item in neither file is left to the engine, which errors it ``missing_result``.
 * :meth:`release` deletes the input, output and error files once the results are stored (unless
@@ -194,13 +195,10 @@ class OpenAIProvider:
         return found
 
     async def _delete_file(self, file_id: str) -> None:
-        """Delete a file; one already gone counts as deleted."""
-        try:
-            await self._client.files.delete(file_id)
-        except _SDK_ERRORS as exc:
-            error = classify_error(exc)
-            if not isinstance(error, ProviderNotFound):
-                raise error from exc
+        """Delete a file; one already gone counts as deleted. On
+        :class:`~longops.providers.reads.ReadClient`, like the poller's other calls."""
+        with contextlib.suppress(ProviderNotFound):
+            await self._reads.delete(self._url(f"files/{quote(file_id, safe='')}"))
 
     async def _delete_quietly(self, file_id: str) -> None:
         # On failure the provider expires batch files on its own; nothing else can be done now.
