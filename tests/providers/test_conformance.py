@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -221,3 +222,23 @@ async def test_a_cut_results_stream_raises_instead_of_ending_short(
             received.append(result.custom_id)
     assert received in ([], ["a"])
     assert set(await results(provider, info)) == {"a", "b", "c"}  # the fault is used up
+
+
+async def test_batches_and_results_survive_a_simulator_restart(adapter: Adapter, tmp_path: Path) -> None:
+    state_dir = str(tmp_path / "sim")
+    async with start_embedded(state_dir=state_dir) as url:
+        provider = adapter.make(url)
+        try:
+            created = await create(provider, adapter, kept="kept", busy="[sim:error] x")
+            before = await results(provider, await ended(provider, created.provider_batch_id))
+        finally:
+            await provider.aclose()
+    async with start_embedded(state_dir=state_dir) as url:
+        provider = adapter.make(url)
+        try:
+            info = await ended(provider, created.provider_batch_id)
+            assert await results(provider, info) == before
+            recent = await provider.list_recent(created.created_at - timedelta(seconds=1))
+            assert [b.provider_batch_id for b in recent] == [created.provider_batch_id]
+        finally:
+            await provider.aclose()

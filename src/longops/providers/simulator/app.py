@@ -192,9 +192,11 @@ def _is_openai(request: Request) -> bool:
     return path.startswith(("/v1/files", "/v1/batches"))
 
 
-def create_app(state: SimulatorState) -> Starlette:
+def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -> Starlette:
+    """Both wires on one app; the OpenAI wire's state defaults to one in memory with the same knobs."""
     faults, stats = Faults(), Stats()
-    openai_state = OpenAIState(state.config)  # the OpenAI wire (openai_wire.py), same knobs
+    if openai_state is None:
+        openai_state = OpenAIState(state.config)
 
     async def create(request: Request) -> Response:
         body = await request.body()  # read even when failing, so the client is not cut off mid-send

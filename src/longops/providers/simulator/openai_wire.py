@@ -22,16 +22,22 @@ Result files are virtual, generated from the batch when read (flat memory), as t
   ``server_error``), and requests the batch never ran (``batch_expired``, ``batch_cancelled``).
 
 ``[sim:lost]`` items are in neither file. Uploaded input files keep only the derived items (no
-request bodies); their content is not served back. Fault endpoint names: ``upload`` (POST
-/v1/files), ``create``, ``retrieve``, ``list``, ``cancel``, ``results`` (file content), ``delete``.
+request bodies); their content is not served back. With a ``state_dir`` the items live only on
+disk (as on the Anthropic wire) and files, batches and deletions survive a restart
+(``files/``, ``openai_batches/``, ``deleted.txt``; the processing state under ``batches/``).
+Fault endpoint names: ``upload`` (POST /v1/files), ``create``, ``retrieve``, ``list``,
+``cancel``, ``results`` (file content), ``delete``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import anyio.to_thread
@@ -41,7 +47,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from longops.providers.simulator.openai_answers import ENDPOINTS, answer, derive_openai_item
-from longops.providers.simulator.state import SimApiError, SimBatch, SimConfig, SimItem, SimulatorState
+from longops.providers.simulator.state import (
+    ItemFile,
+    SimApiError,
+    SimBatch,
+    SimConfig,
+    SimItem,
+    SimulatorState,
+)
 
 _FAIL_MARKER = "[sim:fail]"
 _SERVER_ERRORS = frozenset({"api_error", "server_error"})
@@ -58,9 +71,9 @@ class SimFile:
     bytes: int
     created_at: int
     purpose: str
-    items: list[SimItem] | None = None  # an uploaded input file's requests, derived
+    items: list[SimItem] | ItemFile | None = None  # an uploaded input file's requests, derived
     problems: list[dict[str, Any]] = field(default_factory=list)  # its unreadable lines
-    endpoints: set[str] = field(default_factory=set)  # the urls its lines name
+    endpoints: list[str] = field(default_factory=list)  # the urls its lines name
     batch_id: str | None = None  # for an output or error file: whose
     kind: str = "input"  # input | output | error
 
@@ -74,8 +87,14 @@ class OpenAIBatch:
     metadata: dict[str, str] | None
     created_at: int
     errors: list[dict[str, Any]] = field(default_factory=list)
+    seq: int = 0  # creation order (list is newest first)
     # Once ended (it never changes again): (completed, failed, has output lines, has error lines).
     summary: tuple[int, int, bool, bool] | None = None
+
+
+# What is persisted of each (the rest is derived again, or lives in the items file).
+_FILE_FIELDS = ("id", "filename", "bytes", "created_at", "purpose", "problems", "endpoints")
+_BATCH_FIELDS = ("id", "endpoint", "input_file_id", "metadata", "created_at", "errors", "seq")
 
 
 def _new_id(prefix: str) -> str:
@@ -85,20 +104,62 @@ def _new_id(prefix: str) -> str:
 class OpenAIState:
     """Files and batches of the OpenAI wire (in memory: items only, no request bodies)."""
 
-    def __init__(self, config: SimConfig) -> None:
-        self.sim = SimulatorState(config)
+    def __init__(self, config: SimConfig, *, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self._dir = Path(state_dir) if state_dir is not None else None
+        self.sim = SimulatorState(config, state_dir=self._dir / "batches" if self._dir is not None else None)
         self.files: dict[str, SimFile] = {}
         self.batches: dict[str, OpenAIBatch] = {}
         self._deleted: set[str] = set()  # result files deleted (they are never created again)
         self._lock = threading.Lock()
+        if self._dir is not None:
+            (self._dir / "files").mkdir(parents=True, exist_ok=True)
+            (self._dir / "openai_batches").mkdir(exist_ok=True)
+            self._load(self._dir)
+
+    def _load(self, directory: Path) -> None:
+        for path in (directory / "files").glob("*.json"):
+            meta = json.loads(path.read_text())
+            self.files[meta["id"]] = SimFile(**meta, items=ItemFile(path.with_suffix(".items.jsonl")))
+        loaded = [json.loads(path.read_text()) for path in (directory / "openai_batches").glob("*.json")]
+        for meta in sorted(loaded, key=lambda m: m["seq"]):
+            sim_id = meta.pop("sim_id")
+            self.batches[meta["id"]] = OpenAIBatch(**meta, sim=self.sim.get(sim_id) if sim_id else None)
+        deleted = directory / "deleted.txt"
+        if deleted.exists():
+            self._deleted = set(deleted.read_text().split())
+
+    def _write(self, path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
 
     def upload(self, filename: str, purpose: str, handle: IO[bytes]) -> SimFile:
-        """Read an uploaded JSONL file line by line (blocking: runs in a thread)."""
+        """Read an uploaded JSONL file line by line (blocking: runs in a thread). With a state
+        directory the derived items go straight to disk."""
+        file_id = _new_id("file-")
+        items_path = self._dir / "files" / f"{file_id}.items.jsonl" if self._dir is not None else None
+        sink = items_path.open("wb") if items_path is not None else None
+        try:
+            record = self._read_upload(file_id, filename, purpose, handle, sink)
+        finally:
+            if sink is not None:
+                sink.close()
+        if self._dir is not None and items_path is not None:
+            meta = {name: getattr(record, name) for name in _FILE_FIELDS}
+            self._write(self._dir / "files" / f"{file_id}.json", meta)
+            record.items = ItemFile(items_path)
+        with self._lock:
+            self.files[record.id] = record
+        return record
+
+    def _read_upload(
+        self, file_id: str, filename: str, purpose: str, handle: IO[bytes], sink: IO[bytes] | None
+    ) -> SimFile:
         items: list[SimItem] = []
         problems: list[dict[str, Any]] = []
         endpoints: set[str] = set()
         seen: set[str] = set()
-        size = 0
+        size = count = 0
         error_rate = self.sim.config.error_rate
         for number, line in enumerate(handle, start=1):
             size += len(line)
@@ -116,15 +177,16 @@ class OpenAIState:
                 continue
             seen.add(custom_id)
             endpoints.add(url)
-            items.append(derive_openai_item(custom_id, url, body, error_rate))
-        if purpose == "batch" and not items and not problems:
+            item = derive_openai_item(custom_id, url, body, error_rate)
+            count += 1
+            if sink is None:
+                items.append(item)
+            else:
+                sink.write(orjson.dumps(list(item), option=orjson.OPT_APPEND_NEWLINE))
+        if purpose == "batch" and not count and not problems:
             raise SimApiError(400, "invalid_request_error", "file: the batch input file has no requests")
-        record = SimFile(
-            _new_id("file-"), filename, size, int(self.sim.clock()), purpose, items, problems, endpoints
-        )
-        with self._lock:
-            self.files[record.id] = record
-        return record
+        created = int(self.sim.clock())
+        return SimFile(file_id, filename, size, created, purpose, items, problems, sorted(endpoints))
 
     def file(self, file_id: str) -> SimFile:
         record = self.files.get(file_id)
@@ -137,6 +199,11 @@ class OpenAIState:
             record = self.file(file_id)
             del self.files[file_id]
             self._deleted.add(file_id)
+            if self._dir is not None:
+                with (self._dir / "deleted.txt").open("a") as deleted:
+                    deleted.write(file_id + "\n")
+                for suffix in (".json", ".items.jsonl"):
+                    (self._dir / "files" / f"{file_id}{suffix}").unlink(missing_ok=True)
         return record
 
     def create(self, input_file_id: str, endpoint: str, metadata: dict[str, str] | None) -> OpenAIBatch:
@@ -150,7 +217,8 @@ class OpenAIState:
                 "message": f"the file's lines name {url}, not the batch's endpoint",
                 "line": None,
             }
-            for url in sorted(source.endpoints - {endpoint})
+            for url in source.endpoints
+            if url != endpoint
         ]
         errors += [
             {
@@ -162,11 +230,22 @@ class OpenAIState:
             if _FAIL_MARKER in item.text
         ][:1]
         sim = None if errors else self.sim.create(source.items)
-        batch = OpenAIBatch(
-            _new_id("batch_"), sim, endpoint, input_file_id, metadata, int(self.sim.clock()), errors
-        )
         with self._lock:
+            batch = OpenAIBatch(
+                _new_id("batch_"),
+                sim,
+                endpoint,
+                input_file_id,
+                metadata,
+                int(self.sim.clock()),
+                errors,
+                seq=len(self.batches) + 1,
+            )
             self.batches[batch.id] = batch
+            if self._dir is not None:
+                meta = {name: getattr(batch, name) for name in _BATCH_FIELDS}
+                meta["sim_id"] = sim.id if sim is not None else None
+                self._write(self._dir / "openai_batches" / f"{batch.id}.json", meta)
         return batch
 
     def get(self, batch_id: str) -> OpenAIBatch:

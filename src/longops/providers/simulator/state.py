@@ -399,8 +399,9 @@ class SimulatorState:
             tmp.write_text(json.dumps(batch.metadata()))
             tmp.replace(self._dir / f"{batch.id}.json")
 
-    def create(self, items: list[SimItem]) -> SimBatch:
-        """Register a batch of already validated items (blocking: writes the items file)."""
+    def create(self, items: list[SimItem] | ItemFile) -> SimBatch:
+        """Register a batch of already validated items (blocking: writes the items file). Items
+        already on disk (an :class:`ItemFile`) are read, not held."""
         batch_id, codes = _new_batch_id(), outcome_codes(items)
         stored: list[SimItem] | ItemFile = items
         if self._dir is not None:
