@@ -199,6 +199,7 @@ class Submitter:
             return
         submission = Submission(
             reference=pb["id"],
+            # NULL only for a batch an instance older than migration 0007 stored meanwhile.
             endpoint=pb["endpoint"] or ANTHROPIC_ENDPOINT,
             request_count=int(pb["request_count"]),
         )
