@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from longops.domain.requests import BatchRequest
 from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
-from longops.providers.registry import build_registry
+from longops.providers.registry import registry_for
 from longops.providers.simulator.state import SimConfig, SimulatorState, derive_item
 from longops.server import engine_loop_factory
 from longops.settings import Settings
@@ -111,7 +111,7 @@ async def measure(db_url: str, sim_url: str, sizes: list[int]) -> dict[str, Any]
     try:
         for size in sizes:
             settings = settings_for(db_url, sim_url, size)
-            registry = build_registry(settings, sim_url)
+            registry = registry_for(settings.provider_options(), sim_url)
             try:
                 poller = Poller(fenced, registry, settings, Metrics())
                 await make_all_due(db)
@@ -123,7 +123,7 @@ async def measure(db_url: str, sim_url: str, sizes: list[int]) -> dict[str, Any]
                 await registry.aclose()
 
         settings = settings_for(db_url, sim_url, 100)
-        registry = build_registry(settings, sim_url)
+        registry = registry_for(settings.provider_options(), sim_url)
         try:
             poller = Poller(fenced, registry, settings, Metrics())
             await make_all_due(db)

@@ -135,11 +135,16 @@ async def world(make_settings: Any, tmp_path: Path) -> AsyncIterator[World]:
         yield World(app, client, a, b, revoked.secret)
 
 
+# Lists of what the server offers, the same for every organization (and holding no ids).
+SERVER_WIDE_LISTS = frozenset({"/v1/providers"})
+
+
 async def listed_ids(world: World, tenant: Tenant) -> dict[str, set[str]]:
-    """The ids every list operation shows ``tenant`` (list operations: GET without path parameters)."""
+    """The ids every list operation of the organization's objects shows ``tenant`` (list
+    operations: GET without path parameters, except the server-wide ones)."""
     shown: dict[str, set[str]] = {}
     for method, path, _ in v1_operations(world.app.app):
-        if method == "GET" and not path_params(path):
+        if method == "GET" and not path_params(path) and path not in SERVER_WIDE_LISTS:
             response = await world.client.get(path, headers=tenant.headers)
             assert response.status_code == 200, f"GET {path}: {response.text}"
             shown[path] = ids_in(response.json())
@@ -243,6 +248,9 @@ async def test_lists_show_only_the_callers_objects(world: World) -> None:
         for path, shown in (await listed_ids(world, me)).items():
             assert shown, f"GET {path} showed {me.name} nothing"
             assert not shown & set(them.ids.values()), f"GET {path} showed {me.name} {them.name}'s objects"
+    for path in SERVER_WIDE_LISTS:
+        answers = [(await world.client.get(path, headers=t.headers)).json() for t in (world.a, world.b)]
+        assert answers[0] == answers[1] and answers[0]["data"], path
 
 
 async def test_references_and_idempotency_keys_stay_within_an_organization(world: World) -> None:

@@ -90,23 +90,25 @@ def test_canceled_is_spelled_cancelled() -> None:
 )
 def test_request_validation_names_the_request(raw: object, field: str) -> None:
     with pytest.raises(BatchValidationError) as info:
-        parse_requests(raw, accepts_openai_lines=False, max_requests=10)
+        parse_requests(raw, openai_endpoint=None, max_requests=10)
     assert field in str(info.value)
 
 
 def test_openai_lines_are_accepted_for_openai_family() -> None:
     line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}
-    (parsed,) = parse_requests([line], accepts_openai_lines=True, max_requests=10)
+    (parsed,) = parse_requests([line], openai_endpoint="/v1/chat/completions", max_requests=10)
     assert parsed.params_json == '{"model":"m"}'
     with pytest.raises(BatchValidationError):
-        parse_requests([line], accepts_openai_lines=False, max_requests=10)
+        parse_requests([line], openai_endpoint=None, max_requests=10)
+    with pytest.raises(BatchValidationError, match=r"requests\[0\] \(custom_id 'a'\)\.url"):
+        parse_requests([line], openai_endpoint="/v1/embeddings", max_requests=10)
 
 
 def test_request_count_limit() -> None:
     with pytest.raises(BatchValidationError, match="MAX_BATCH_REQUESTS"):
         parse_requests(
             [{"custom_id": str(i), "params": {}} for i in range(3)],
-            accepts_openai_lines=False,
+            openai_endpoint=None,
             max_requests=2,
         )
 

@@ -279,7 +279,7 @@ def test_metadata_checks_name_field_and_setting() -> None:
 def test_a_deep_line_of_a_batch_file_is_a_validation_error() -> None:
     line = b'{"custom_id": "a", "params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
     with pytest.raises(BatchValidationError, match="line 3"):
-        parse_request_line(line, 3, accepts_openai_lines=False)
+        parse_request_line(line, 3, openai_endpoint=None)
     line = b'{"custom_id": "a", "params": ' + json.dumps(nested(65)).encode() + b"}"
     with pytest.raises(BatchValidationError, match="nested deeper than 64 levels"):
-        parse_request_line(line, 3, accepts_openai_lines=False)
+        parse_request_line(line, 3, openai_endpoint=None)

@@ -107,7 +107,7 @@ async def event_state(database_url: str, job_id: str) -> str:
 
 async def ended_batch(db: Database, callback_url: str | None) -> str:
     """A batch stored and then cancelled before submission: terminal at once (store paths of the API)."""
-    requests = parse_requests([REQUEST], accepts_openai_lines=False, max_requests=10)
+    requests = parse_requests([REQUEST], openai_endpoint=None, max_requests=10)
     new = job_store.NewBatch(
         org_id="default", provider="simulator", requests=requests, callback_url=callback_url
     )

@@ -275,6 +275,10 @@ def submit(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help='JSONL file, one {"custom_id", "params"} request a line.')],
     provider: Annotated[str, typer.Option(help="Provider to run the batch on, e.g. anthropic.")],
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="The batch's endpoint, e.g. /v1/embeddings (default: the provider's first)."),
+    ] = None,
     metadata: Annotated[str | None, typer.Option(help="A JSON object stored with the batch.")] = None,
     callback_url: Annotated[str | None, typer.Option(help="Webhook URL called when the batch ends.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the batch ends.")] = False,
@@ -306,10 +310,16 @@ def submit(
     requests = None if upload else _read_requests(file)
     with _client(ctx) as client:
         if requests is None:
-            batch = _ingest_with_progress(client, file, size, provider, extra, callback_url, timeout)
+            batch = _ingest_with_progress(
+                client, file, size, provider, endpoint, extra, callback_url, timeout
+            )
         else:
             batch = client.batches.create(
-                provider=provider, requests=requests, metadata=extra, callback_url=callback_url
+                provider=provider,
+                requests=requests,
+                endpoint=endpoint,
+                metadata=extra,
+                callback_url=callback_url,
             )
         typer.echo(batch.id)
         if not wait:
@@ -426,6 +436,7 @@ def _ingest_with_progress(
     path: Path,
     size: int,
     provider: str,
+    endpoint: str | None,
     metadata: dict[str, Any] | None,
     callback_url: str | None,
     timeout: float,
@@ -460,6 +471,7 @@ def _ingest_with_progress(
             return client.batches.create_from_file(
                 path,
                 provider=provider,
+                endpoint=endpoint,
                 metadata=metadata,
                 callback_url=callback_url,
                 timeout=timeout,
@@ -509,8 +521,10 @@ def _check_line(path: Path, number: int, line: str, line_of: dict[str, int]) -> 
     except json.JSONDecodeError as exc:
         _fail(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
     try:
-        # The server's own rules; OpenAI batch lines are let through here, the server knows the provider.
-        parse_requests([entry], accepts_openai_lines=True, max_requests=1)
+        # The server's own rules; OpenAI batch lines are let through here (the server knows the
+        # provider and the batch's endpoint, and checks each line's url against it).
+        url = entry.get("url") if isinstance(entry, dict) else None
+        parse_requests([entry], openai_endpoint=url if isinstance(url, str) else "", max_requests=1)
     except BatchValidationError as exc:
         field = re.search(r"\.(\w+)$", exc.field)  # "requests[0] (custom_id ...).params" -> "params"
         _fail(f"{where}: {field.group(1) + ': ' if field else ''}{exc.message}")

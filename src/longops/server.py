@@ -19,6 +19,7 @@ from longops.engine.engine import Engine
 from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
 from longops.handlers import HandlerLoadError
+from longops.providers.config import ProvidersFileError
 from longops.settings import Settings
 from longops.store.api_keys import any_key_exists
 from longops.store.db import open_database, sqlite_path
@@ -79,7 +80,7 @@ def serve(
         _check_engine_slot(settings)
     try:
         app = create_app(settings, run_engine=run_engine)
-    except HandlerLoadError as exc:
+    except (HandlerLoadError, ProvidersFileError) as exc:
         raise StartupError(str(exc)) from exc
     loop, http = fast_paths()
     config = uvicorn.Config(
@@ -181,7 +182,7 @@ def run_engine(settings: Settings) -> None:
     try:
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
-    except (EngineSlotError, HandlerLoadError) as exc:
+    except (EngineSlotError, HandlerLoadError, ProvidersFileError) as exc:
         raise StartupError(str(exc)) from exc
 
 

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from longops.domain.limits import DEFAULT_MAX_JSON_DEPTH
+from longops.providers.registry import SIMULATED, ProviderOptions
 
 
 class Settings(BaseSettings):
@@ -30,6 +31,14 @@ class Settings(BaseSettings):
 
     anthropic_max_requests: int = Field(100_000, ge=1)
     anthropic_max_bytes: int = Field(268_435_456, ge=1)
+    openai_max_requests: int = Field(50_000, ge=1)
+    openai_max_bytes: int = Field(209_715_200, ge=1)
+    openai_delete_files: bool = True
+    openai_compatible_base_url: str | None = None
+    openai_compatible_api_key: str | None = None
+    openai_compatible_concurrency: int = Field(16, ge=1)
+    openai_compatible_max_attempts: int = Field(5, ge=1)
+    providers_file: str | None = None
 
     simulator_url: str | None = None
     simulator_state_dir: str = "./.longops-simulator"
@@ -71,12 +80,27 @@ class Settings(BaseSettings):
 
     def poll_interval_for(self, provider: str) -> float:
         """The bundled simulator answers in seconds, so it is polled more often than real providers."""
-        if provider == "simulator":
+        if provider in SIMULATED:
             return min(self.poll_interval_seconds, self.simulator_poll_interval_seconds)
         return self.poll_interval_seconds
 
     def poll_jitter_for(self, provider: str) -> float:
         return min(self.poll_jitter_seconds, self.poll_interval_for(provider) / 4)
+
+    def provider_options(self) -> ProviderOptions:
+        return ProviderOptions(
+            timeout=self.provider_timeout_seconds,
+            anthropic_max_requests=self.anthropic_max_requests,
+            anthropic_max_bytes=self.anthropic_max_bytes,
+            openai_max_requests=self.openai_max_requests,
+            openai_max_bytes=self.openai_max_bytes,
+            openai_delete_files=self.openai_delete_files,
+            openai_compatible_base_url=self.openai_compatible_base_url,
+            openai_compatible_api_key=self.openai_compatible_api_key,
+            openai_compatible_concurrency=self.openai_compatible_concurrency,
+            openai_compatible_max_attempts=self.openai_compatible_max_attempts,
+            providers_file=self.providers_file,
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -25,11 +25,14 @@ from longops.domain.requests import BatchRequest, parse_requests
 from longops.domain.statuses import ItemStatus
 from longops.providers.anthropic import AnthropicProvider
 from longops.providers.base import (
+    ProviderBatchInfo,
     ProviderNotFound,
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderResult,
     ProviderUnavailable,
+    Submission,
+    no_staging,
 )
 from longops.providers.simulator import SimConfig, SimulatorState, error_roll, run_in_thread, start_embedded
 from longops.providers.simulator.state import parse_create_body
@@ -46,7 +49,7 @@ def params(text: str, **extra: Any) -> dict[str, Any]:
 
 def batch_requests(**texts: str) -> list[BatchRequest]:
     raw = [{"custom_id": custom_id, "params": params(text)} for custom_id, text in texts.items()]
-    return parse_requests(raw, accepts_openai_lines=False, max_requests=1000)
+    return parse_requests(raw, openai_endpoint=None, max_requests=1000)
 
 
 @pytest.fixture
@@ -75,8 +78,14 @@ async def sdk(sim: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
     await client.close()
 
 
+async def submit(provider: AnthropicProvider, requests: list[BatchRequest]) -> ProviderBatchInfo:
+    submission = Submission(reference="pb_test", endpoint="/v1/messages", request_count=len(requests))
+    return await provider.create(submission, requests, no_staging)
+
+
 async def collect(provider: AnthropicProvider, batch_id: str) -> dict[str, ProviderResult]:
-    return {result.custom_id: result async for result in provider.results(batch_id)}
+    info = await provider.retrieve(batch_id)
+    return {result.custom_id: result async for result in provider.results(info)}
 
 
 async def post(control: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,7 +100,7 @@ async def post(control: httpx.AsyncClient, path: str, body: dict[str, Any] | Non
 
 async def test_adapter_round_trip(provider: AnthropicProvider) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
-    created = await provider.create(batch_requests(a="hello", b="héllo wörld"))
+    created = await submit(provider, batch_requests(a="hello", b="héllo wörld"))
     assert created.provider_batch_id.startswith("msgbatch_")
     assert (created.processing_status, created.phase, created.request_count) == (
         "in_progress",
@@ -118,9 +127,9 @@ async def test_adapter_round_trip(provider: AnthropicProvider) -> None:
 async def test_list_recent_pages_newest_first_and_stops_at_the_window(
     provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:
-    first = await provider.create(batch_requests(a="1"))
+    first = await submit(provider, batch_requests(a="1"))
     cutoff = datetime.now(UTC)
-    later = [await provider.create(batch_requests(a=str(i))) for i in range(3)]
+    later = [await submit(provider, batch_requests(a=str(i))) for i in range(3)]
     window = [info.provider_batch_id for info in await provider.list_recent(first.created_at)]
     assert window == [info.provider_batch_id for info in reversed([first, *later])]
     after_cutoff = [info.provider_batch_id for info in await provider.list_recent(cutoff)]
@@ -131,7 +140,7 @@ async def test_cancel_keeps_finished_results_and_cancels_the_rest(
     provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:
     await post(control, "/config", {"cancel_seconds": 3600})
-    batch = await provider.create(batch_requests(a="done early", b="[sim:slow] hold on", c="done too"))
+    batch = await submit(provider, batch_requests(a="done early", b="[sim:slow] hold on", c="done too"))
     batch_id = batch.provider_batch_id
     assert (await provider.retrieve(batch_id)).processing_status == "in_progress"  # held by the slow item
 
@@ -166,7 +175,7 @@ async def test_markers_and_invalid_params_shape_item_outcomes(provider: Anthropi
         gone="[sim:expire]",
     )
     requests.append(BatchRequest("no_model", json.dumps({"max_tokens": 5, "messages": []})))
-    batch = await provider.create(requests)
+    batch = await submit(provider, requests)
     results = await collect(provider, batch.provider_batch_id)
     outcomes = {cid: (r.status, r.error["type"] if r.error else None) for cid, r in results.items()}
     assert outcomes == {
@@ -187,7 +196,7 @@ async def test_error_rate_is_deterministic_per_custom_id(
     expected = {cid for cid in texts if error_roll(cid) < 0.5}
     assert 0 < len(expected) < len(texts)
     for _ in range(2):
-        batch = await provider.create(batch_requests(**texts))
+        batch = await submit(provider, batch_requests(**texts))
         results = await collect(provider, batch.provider_batch_id)
         assert {cid for cid, r in results.items() if r.status is ItemStatus.ERRORED} == expected
         assert all(
@@ -200,7 +209,7 @@ async def test_error_rate_is_deterministic_per_custom_id(
 async def test_retrieve_errors_are_retryable_and_unknown_ids_not_found(
     provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:
-    batch = await provider.create(batch_requests(a="x"))
+    batch = await submit(provider, batch_requests(a="x"))
     await post(control, "/faults", {"retrieve_errors": [500, 529]})
     with pytest.raises(ProviderOutcomeUnknown) as server_error:
         await provider.retrieve(batch.provider_batch_id)
@@ -219,7 +228,7 @@ async def test_results_error_answers_and_retrieve_timeouts_are_classified(
     sim: str, provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:
     """retrieve and results go over their own HTTP client: its failures read as the SDK's do."""
-    batch = await provider.create(batch_requests(a="x"))
+    batch = await submit(provider, batch_requests(a="x"))
     await post(control, "/faults", {"results_errors": [500, 529]})
     with pytest.raises(ProviderOutcomeUnknown) as server_error:
         await collect(provider, batch.provider_batch_id)
@@ -244,17 +253,17 @@ async def test_create_errors_are_classified_by_what_they_prove(
 ) -> None:
     await post(control, "/faults", {"create_errors": [529, 429, 500]})
     with pytest.raises(ProviderUnavailable) as overloaded:
-        await provider.create(batch_requests(a="x"))
+        await submit(provider, batch_requests(a="x"))
     assert (overloaded.value.status_code, overloaded.value.error_type) == (529, "overloaded_error")
     with pytest.raises(ProviderUnavailable) as rate_limited:
-        await provider.create(batch_requests(a="x"))
+        await submit(provider, batch_requests(a="x"))
     assert rate_limited.value.error_type == "rate_limit_error"
     with pytest.raises(ProviderOutcomeUnknown):
-        await provider.create(batch_requests(a="x"))
+        await submit(provider, batch_requests(a="x"))
 
     duplicate = [BatchRequest("same", json.dumps(params("x"))), BatchRequest("same", json.dumps(params("y")))]
     with pytest.raises(ProviderRejected) as rejected:
-        await provider.create(duplicate)
+        await submit(provider, duplicate)
     assert type(rejected.value) is ProviderRejected
     assert rejected.value.status_code == 400 and rejected.value.error_type == "invalid_request_error"
     assert "Duplicate custom_id 'same'" in rejected.value.message
@@ -269,7 +278,7 @@ async def test_create_5xx_after_the_fact_is_unknown_and_found_by_list(
     since = datetime.now(UTC) - timedelta(seconds=1)
     await post(control, "/faults", {"create_applied_errors": [502]})
     with pytest.raises(ProviderOutcomeUnknown):
-        await provider.create(batch_requests(a="x", b="y"))
+        await submit(provider, batch_requests(a="x", b="y"))
     [found] = await provider.list_recent(since)
     assert found.request_count == 2
 
@@ -279,7 +288,7 @@ async def test_create_timeout_after_sending_is_unknown(sim: str, control: httpx.
     try:
         await post(control, "/faults", {"create_delay_seconds": 5})
         with pytest.raises(ProviderOutcomeUnknown) as timed_out:
-            await impatient.create(batch_requests(a="x"))
+            await submit(impatient, batch_requests(a="x"))
         assert timed_out.value.error_type == "timeout_error"
         assert (
             len(await impatient.list_recent(datetime.now(UTC) - timedelta(minutes=1))) == 1
@@ -295,7 +304,7 @@ async def test_connection_refused_is_unavailable() -> None:
     nobody = AnthropicProvider(api_key="test-key", base_url=f"http://127.0.0.1:{port}", timeout=2.0)
     try:
         with pytest.raises(ProviderUnavailable) as refused:
-            await nobody.create(batch_requests(a="x"))
+            await submit(nobody, batch_requests(a="x"))
         assert refused.value.error_type == "connection_error"
         with pytest.raises(ProviderUnavailable) as refused:  # retrieve has its own HTTP client
             await nobody.retrieve("msgbatch_any")
@@ -307,12 +316,12 @@ async def test_connection_refused_is_unavailable() -> None:
 async def test_results_stream_cut_raises_instead_of_ending_short(
     provider: AnthropicProvider, sdk: anthropic.AsyncAnthropic, control: httpx.AsyncClient
 ) -> None:
-    batch = await provider.create(batch_requests(a="1", b="2", c="3"))
+    batch = await submit(provider, batch_requests(a="1", b="2", c="3"))
     await post(control, "/faults", {"results_cut_after_lines": 1, "results_cut_count": 2})
 
     received: list[str] = []
     with pytest.raises(ProviderOutcomeUnknown):
-        async for result in provider.results(batch.provider_batch_id):
+        async for result in provider.results(batch):
             received.append(result.custom_id)
     assert received in ([], ["a"])
 
@@ -378,8 +387,8 @@ async def test_simulator_rejects_bad_input_like_the_real_api(
 async def test_stats_count_creates_and_retrieves_per_batch(
     provider: AnthropicProvider, control: httpx.AsyncClient
 ) -> None:
-    first = await provider.create(batch_requests(a="x"))
-    second = await provider.create(batch_requests(a="y"))
+    first = await submit(provider, batch_requests(a="x"))
+    second = await submit(provider, batch_requests(a="y"))
     for _ in range(3):
         await provider.retrieve(first.provider_batch_id)
     await provider.retrieve(second.provider_batch_id)
@@ -396,8 +405,8 @@ async def test_batches_and_results_survive_a_restart(tmp_path: Path) -> None:
     state_dir = str(tmp_path / "sim")
     async with start_embedded(state_dir=state_dir) as url:
         adapter = AnthropicProvider(api_key="k", base_url=url)
-        done = await adapter.create(batch_requests(a="kept", b="[sim:error]"))
-        held = await adapter.create(batch_requests(a="[sim:slow]"))
+        done = await submit(adapter, batch_requests(a="kept", b="[sim:error]"))
+        held = await submit(adapter, batch_requests(a="[sim:slow]"))
         before = await collect(adapter, done.provider_batch_id)
         await adapter.aclose()
 

@@ -17,7 +17,7 @@ import httpx
 from longops.engine.metrics import Metrics
 from longops.engine.poller import Poller
 from longops.engine.submitter import Submitter
-from longops.providers.registry import ProviderRegistry, build_registry
+from longops.providers.registry import ProviderRegistry, registry_for
 from longops.providers.simulator.server import start_embedded
 from longops.settings import Settings
 from longops.store.db import Database, open_database
@@ -102,7 +102,7 @@ async def harness(
         settings = settings.model_copy(update={"simulator_url": provider_url})
         async with app_in_loop(settings, run_engine=False) as app:
             db = open_database(settings.database_url)
-            registry = build_registry(settings, provider_url)
+            registry = registry_for(settings.provider_options(), provider_url)
             metrics = Metrics()
             try:
                 async with (

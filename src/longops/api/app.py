@@ -15,7 +15,7 @@ from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
 from longops.api.errors import install_error_handlers
 from longops.api.limits import reject_unknown_query_params
-from longops.api.routes import batches, deliveries, files, health, jobs
+from longops.api.routes import batches, deliveries, files, health, jobs, providers
 from longops.api.url_guard import URLGuardMiddleware
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
@@ -36,6 +36,8 @@ def watched_paths(settings: Settings) -> tuple[Path, ...]:
 
 def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     load_handlers(settings.handlers)  # job types known to POST /v1/jobs; raises HandlerLoadError
+    # Raises ProvidersFileError for a bad LONGOPS_PROVIDERS_FILE, before anything listens.
+    provider_specs = configured_providers(settings.provider_options())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,7 +48,7 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
             settings=settings,
             db=db,
             metrics=metrics,
-            providers=configured_providers(settings),
+            providers=provider_specs,
             open_mode=OpenMode(allowed=is_loopback_host(settings.host)),  # settings.host: where it listens
             storage=StorageHealth(watched=watched_paths(settings)),
         )
@@ -73,6 +75,7 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(deliveries.router)
     app.include_router(files.router)
+    app.include_router(providers.router)
     app.include_router(health.router)
     app.add_middleware(
         BodyLimitMiddleware,

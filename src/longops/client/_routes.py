@@ -65,12 +65,15 @@ def create_batch(
     metadata: Mapping[str, Any] | None,
     callback_url: str | None,
     idempotency_key: str | None,
+    endpoint: str | None = None,
 ) -> RequestSpec:
     """The key is fixed here, once per call, so every retry of the call carries the same one and the
     server answers a resend with the batch it already created instead of creating a second one."""
     body = _with_options(
         {"provider": provider, "requests": [dict(r) for r in requests]}, metadata, callback_url
     )
+    if endpoint is not None:
+        body["endpoint"] = endpoint
     key = idempotency_key or str(uuid.uuid4())
     return RequestSpec("POST", BATCHES.path, body=body, headers={"Idempotency-Key": key})
 
@@ -89,10 +92,18 @@ def create_job(
 
 
 def ingest_input(
-    file_id: str, provider: str, metadata: Mapping[str, Any] | None, callback_url: str | None
+    file_id: str,
+    provider: str,
+    metadata: Mapping[str, Any] | None,
+    callback_url: str | None,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
-    """The input of a ``batch_ingest`` job; ``metadata`` and ``callback_url`` are the batch's."""
-    return _with_options({"file_id": file_id, "provider": provider}, metadata, callback_url)
+    """The input of a ``batch_ingest`` job; ``endpoint``, ``metadata`` and ``callback_url`` are the
+    batch's."""
+    body = _with_options({"file_id": file_id, "provider": provider}, metadata, callback_url)
+    if endpoint is not None:
+        body["endpoint"] = endpoint
+    return body
 
 
 def upload_file(

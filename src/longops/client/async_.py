@@ -210,13 +210,14 @@ class AsyncBatches(_Resource[Batch]):
         *,
         provider: str,
         requests: Iterable[Mapping[str, Any]],
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Batch:
         """Create a batch. Without ``idempotency_key`` one is generated for this call, so the SDK's own
         retries never create a second batch; pass your own to make your retries safe too."""
-        spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key)
+        spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key, endpoint)
         return parse(Batch, await self._transport.request(spec))
 
     @overload
@@ -225,6 +226,7 @@ class AsyncBatches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: Literal[True] = True,
@@ -240,6 +242,7 @@ class AsyncBatches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: Literal[False],
@@ -254,6 +257,7 @@ class AsyncBatches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: bool = True,
@@ -272,7 +276,7 @@ class AsyncBatches(_Resource[Batch]):
         ``result["batch_id"]`` names the batch once it has completed.
         """
         uploaded = await self._files.upload(path, on_progress=on_upload_progress)
-        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url)
+        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url, endpoint)
         job = await self._jobs.create(job_type=routes.INGEST_JOB_TYPE, input=input)
         if not wait_for_ingest:
             return job

@@ -198,13 +198,14 @@ class Batches(_Resource[Batch]):
         *,
         provider: str,
         requests: Iterable[Mapping[str, Any]],
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Batch:
         """Create a batch. Without ``idempotency_key`` one is generated for this call, so the SDK's own
         retries never create a second batch; pass your own to make your retries safe too."""
-        spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key)
+        spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key, endpoint)
         return parse(Batch, self._transport.request(spec))
 
     @overload
@@ -213,6 +214,7 @@ class Batches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: Literal[True] = True,
@@ -228,6 +230,7 @@ class Batches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: Literal[False],
@@ -242,6 +245,7 @@ class Batches(_Resource[Batch]):
         path: str | os.PathLike[str],
         *,
         provider: str,
+        endpoint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         wait_for_ingest: bool = True,
@@ -260,7 +264,7 @@ class Batches(_Resource[Batch]):
         ``result["batch_id"]`` names the batch once it has completed.
         """
         uploaded = self._files.upload(path, on_progress=on_upload_progress)
-        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url)
+        input = routes.ingest_input(uploaded.id, provider, metadata, callback_url, endpoint)
         job = self._jobs.create(job_type=routes.INGEST_JOB_TYPE, input=input)
         if not wait_for_ingest:
             return job

@@ -2,6 +2,11 @@
 
 Input is checked whole before anything is stored; the first problem is reported with the request's
 index and ``custom_id`` so a user can find it in a file of a million lines.
+
+A batch has one ``endpoint``: the provider API every request is a body for. OpenAI-family
+providers take one of :data:`OPENAI_ENDPOINTS` (default ``/v1/chat/completions``) and also accept
+OpenAI batch lines ``{"custom_id", "method", "url", "body"}``, whose ``url`` must be the batch's
+endpoint; Anthropic-protocol providers take only :data:`ANTHROPIC_ENDPOINT`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from longops.domain.limits import DEFAULT_MAX_JSON_DEPTH, LimitExceeded, check_j
 
 # Always applied with ``fullmatch``: ``^…$`` with ``match`` would accept a trailing newline.
 CUSTOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-OPENAI_BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses"})
+ANTHROPIC_ENDPOINT = "/v1/messages"
+OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 
 
 class BatchValidationError(ValueError):
@@ -37,6 +43,18 @@ class BatchRequest:
         return len(self.params_json.encode())
 
 
+def checked_endpoint(requested: object, endpoints: tuple[str, ...], provider: str) -> str:
+    """The batch's endpoint: ``requested``, or the provider's default (its first) when absent."""
+    if requested is None:
+        return endpoints[0]
+    if not isinstance(requested, str) or requested not in endpoints:
+        allowed = ", ".join(endpoints)
+        raise BatchValidationError(
+            "endpoint", f"{requested!r} is not an endpoint of provider {provider!r}; use one of {allowed}"
+        )
+    return requested
+
+
 def _where(index: int, custom_id: object) -> str:
     if isinstance(custom_id, str):
         return f"requests[{index}] (custom_id {custom_id!r})"
@@ -44,12 +62,17 @@ def _where(index: int, custom_id: object) -> str:
 
 
 def parse_requests(
-    raw: Any, *, accepts_openai_lines: bool, max_requests: int, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+    raw: Any,
+    *,
+    openai_endpoint: str | None,
+    max_requests: int,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> list[BatchRequest]:
     """Validate raw ``requests`` and return them normalized to ``custom_id`` + ``params``.
 
-    For OpenAI-family providers an OpenAI batch line ``{custom_id, method, url, body}`` is accepted
-    and its ``body`` becomes ``params``. ``params`` may nest at most ``max_depth`` levels.
+    With an ``openai_endpoint`` (OpenAI-family providers) an OpenAI batch line ``{custom_id,
+    method, url, body}`` whose ``url`` is that endpoint is accepted and its ``body`` becomes
+    ``params``. ``params`` may nest at most ``max_depth`` levels.
     """
     if not isinstance(raw, list):
         raise BatchValidationError("requests", "must be a list of requests")
@@ -69,7 +92,7 @@ def parse_requests(
         if custom_id in seen:
             raise BatchValidationError(f"{where}.custom_id", "is a duplicate: custom_id must be unique")
         seen.add(custom_id)
-        params = _params_of(entry, where, accepts_openai_lines, max_depth)
+        params = _params_of(entry, where, openai_endpoint, max_depth)
         parsed.append(BatchRequest(custom_id, json.dumps(params, separators=(",", ":"))))
     return parsed
 
@@ -81,7 +104,7 @@ def _checked_custom_id(custom_id: object, where: str) -> str:
 
 
 def parse_request_line(
-    line: bytes, number: int, *, accepts_openai_lines: bool, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+    line: bytes, number: int, *, openai_endpoint: str | None, max_depth: int = DEFAULT_MAX_JSON_DEPTH
 ) -> BatchRequest | None:
     """One line of a JSONL batch file (``number`` counts from 1) as a request; None for a blank line.
 
@@ -109,14 +132,14 @@ def parse_request_line(
     raw_id = entry.get("custom_id")
     where = f"line {number} (custom_id {raw_id!r})" if isinstance(raw_id, str) else f"line {number}"
     custom_id = _checked_custom_id(raw_id, where)
-    params = _params_of(entry, where, accepts_openai_lines, max_depth)
+    params = _params_of(entry, where, openai_endpoint, max_depth)
     return BatchRequest(custom_id, json.dumps(params, separators=(",", ":")))
 
 
 def _params_of(
-    entry: dict[str, Any], where: str, accepts_openai_lines: bool, max_depth: int
+    entry: dict[str, Any], where: str, openai_endpoint: str | None, max_depth: int
 ) -> dict[str, Any]:
-    params = _raw_params_of(entry, where, accepts_openai_lines)
+    params = _raw_params_of(entry, where, openai_endpoint)
     field = f"{where}.{'params' if 'params' in entry else 'body'}"
     try:
         check_json(field, params, max_depth, text=False)  # text: sent to the provider, never shown back
@@ -125,7 +148,7 @@ def _params_of(
     return params
 
 
-def _raw_params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool) -> dict[str, Any]:
+def _raw_params_of(entry: dict[str, Any], where: str, openai_endpoint: str | None) -> dict[str, Any]:
     extra = set(entry) - {"custom_id", "params", "method", "url", "body"}
     if extra:
         raise BatchValidationError(f"{where}", f"unknown field(s): {', '.join(sorted(extra))}")
@@ -134,12 +157,15 @@ def _raw_params_of(entry: dict[str, Any], where: str, accepts_openai_lines: bool
         if not isinstance(params, dict):
             raise BatchValidationError(f"{where}.params", "must be an object (the provider's request body)")
         return params
-    if accepts_openai_lines and "body" in entry:
+    if openai_endpoint is not None and "body" in entry:
         if entry.get("method", "POST") != "POST":
             raise BatchValidationError(f"{where}.method", "must be POST")
-        if entry.get("url") not in OPENAI_BATCH_URLS:
+        url = entry.get("url", openai_endpoint)
+        if url != openai_endpoint:
             raise BatchValidationError(
-                f"{where}.url", f"must be one of {', '.join(sorted(OPENAI_BATCH_URLS))}"
+                f"{where}.url",
+                f"is {url!r} but the batch's endpoint is {openai_endpoint!r}: every request of a batch "
+                "goes to its endpoint (set the batch's endpoint, or split the file)",
             )
         body = entry["body"]
         if not isinstance(body, dict):

@@ -62,6 +62,7 @@ class Batch(_Model):
     job_type: Literal["llm_batch"] = "llm_batch"
     status: JobStatus
     provider: str
+    endpoint: str | None = None  # the provider endpoint every request is a body for
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -75,6 +76,15 @@ class Batch(_Model):
     provider_batches: list[ProviderBatchView] = Field(default_factory=list)
     stop_reason: str | None = None
     error: ErrorDetail | None = None
+
+
+class ProviderInfo(_Model):
+    """One provider this server can use (``GET /v1/providers``)."""
+
+    name: str
+    protocol: Literal["anthropic", "openai", "openai_compatible"]
+    batch: Literal["native", "emulated"]
+    endpoints: list[str]
 
 
 class Job(_Model):

@@ -83,6 +83,8 @@ class Engine:
     async def start(self) -> None:
         """Start; on SQLite, take the one-engine guard first (raises an EngineSlotError)."""
         load_handlers(self._settings.handlers)
+        options = self._settings.provider_options()
+        specs = configured_providers(options)  # a bad providers file stops here, before anything runs
         if self._db.is_sqlite:
             await self._leadership.try_acquire()
         simulator_url = self._settings.simulator_url
@@ -97,8 +99,8 @@ class Engine:
                 )
             )
             log.info("bundled simulator provider listening at %s", simulator_url)
-        self._registry = build_registry(self._settings, simulator_url)
-        handlers = bound_handlers(self._db, self._settings, configured_providers(self._settings))
+        self._registry = build_registry(specs, options, simulator_url)
+        handlers = bound_handlers(self._db, self._settings, specs)
         self._workers = Workers(self._db, self._settings, handlers, owner=self.instance, clock=self._clock)
         self._shared_runner = LoopRunner(self.shared_loops())
         self._shared_runner.start()

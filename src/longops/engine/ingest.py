@@ -1,7 +1,7 @@
 """The built-in ``batch_ingest`` job: a JSONL file uploaded with ``POST /v1/files`` becomes a batch.
 
-Input ``{"file_id", "provider", "metadata"?, "callback_url"?}``; result ``{"batch_id", "requests",
-"file_id"}``. The batch then runs like one created with ``POST /v1/batches``.
+Input ``{"file_id", "provider", "endpoint"?, "metadata"?, "callback_url"?}``; result
+``{"batch_id", "requests", "file_id"}``. The batch then runs like one created with ``POST /v1/batches``.
 
 Invariants:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from longops.domain.requests import BatchRequest, BatchValidationError, parse_request_line
+from longops.domain.requests import BatchRequest, BatchValidationError, checked_endpoint, parse_request_line
 from longops.handlers import Cancelled, HandlerOptions, JobContext, PermanentError
 from longops.providers.registry import ProviderSpec, not_configured_reason
 from longops.settings import Settings
@@ -39,7 +39,7 @@ INGEST_JOB_TYPE = "batch_ingest"
 INGEST_OPTIONS = HandlerOptions(max_attempts=3, timeout_seconds=6 * 3600.0, concurrency=None)
 CHUNK_LINES = 2000
 CHUNK_BYTES = 8 * 1024 * 1024
-_INPUT_FIELDS = frozenset({"file_id", "provider", "metadata", "callback_url"})
+_INPUT_FIELDS = frozenset({"file_id", "provider", "endpoint", "metadata", "callback_url"})
 
 
 class IngestInputError(ValueError):
@@ -50,6 +50,7 @@ class IngestInputError(ValueError):
 class IngestInput:
     file_id: str
     provider: ProviderSpec
+    endpoint: str
     metadata: dict[str, Any]
     callback_url: str | None
 
@@ -60,7 +61,7 @@ async def check_input(
     """Validate a ``batch_ingest`` input against this organization's files and the configured providers."""
     if not isinstance(raw, dict):
         raise IngestInputError(
-            'input: must be an object {"file_id", "provider", "metadata"?, "callback_url"?}'
+            'input: must be an object {"file_id", "provider", "endpoint"?, "metadata"?, "callback_url"?}'
         )
     unknown = set(raw) - _INPUT_FIELDS
     if unknown:
@@ -74,6 +75,10 @@ async def check_input(
     spec = providers.get(provider)
     if spec is None:
         raise IngestInputError(f"input.provider: {not_configured_reason(provider)}")
+    try:
+        endpoint = checked_endpoint(raw.get("endpoint"), spec.endpoints, spec.name)
+    except BatchValidationError as exc:
+        raise IngestInputError(f"input.{exc}") from None
     if not isinstance(metadata, dict):
         raise IngestInputError("input.metadata: must be an object")
     if callback_url is not None and not isinstance(callback_url, str):
@@ -83,7 +88,7 @@ async def check_input(
             await file_store.get_file_row(conn, org_id, file_id)
         except file_store.FileNotFound:
             raise IngestInputError(f"input.file_id: no such file: {file_id}") from None
-    return IngestInput(file_id, spec, metadata, callback_url)
+    return IngestInput(file_id, spec, endpoint, metadata, callback_url)
 
 
 @dataclass
@@ -91,7 +96,7 @@ class _Reader:
     """Reads a JSONL file in chunks of parsed requests, remembering the line of each request."""
 
     handle: IO[bytes]
-    accepts_openai_lines: bool
+    openai_endpoint: str | None
     max_requests: int
     max_depth: int
     line: int = 0
@@ -115,7 +120,7 @@ class _Reader:
             self.bytes_read += len(raw)
             size += len(raw)
             request = parse_request_line(
-                raw, self.line, accepts_openai_lines=self.accepts_openai_lines, max_depth=self.max_depth
+                raw, self.line, openai_endpoint=self.openai_endpoint, max_depth=self.max_depth
             )
             if request is None:
                 continue
@@ -157,6 +162,7 @@ class BatchIngest:
             org_id=ctx.org_id,
             provider=spec.provider.name,
             requests=(),
+            endpoint=spec.endpoint,
             metadata=spec.metadata,
             callback_url=spec.callback_url,
             idempotency_key=f"{INGEST_JOB_TYPE}:{ctx.job_id}",
@@ -165,7 +171,7 @@ class BatchIngest:
         with path.open("rb") as handle:
             reader = _Reader(
                 handle,
-                spec.provider.accepts_openai_lines,
+                spec.endpoint if spec.provider.accepts_openai_lines else None,
                 self._settings.max_batch_requests,
                 self._settings.max_json_depth,
             )

@@ -30,6 +30,12 @@ Invariants:
   still written one at a time and in stream order, and memory stays bounded: per ingesting batch,
   the chunk being written, at most ``_READ_AHEAD`` chunks waiting and the one being read, each at
   most ``INGEST_CHUNK_SIZE`` results and about ``_CHUNK_BYTES`` of response text.
+* What the provider still keeps of a batch that ended (its input and result files) is released
+  (:meth:`Provider.release`) only after its results are committed. The releases of one cycle run
+  in the background while the next cycle polls (at most ``POLL_CONCURRENCY`` calls at once, and
+  at most one cycle's releases in flight: a cycle that ends while the previous releases still run
+  waits for them). A release that fails, or is cut short by a stop, is logged and not retried
+  (the provider's own expiry removes the rest).
 * One cycle costs a constant number of statements for the batches that did not end: one query for
   the due batches and one executemany for their bookkeeping (plus the leader's fence, once per write
   transaction).
@@ -106,6 +112,7 @@ class Poller:
         self._providers = providers
         self._settings = settings
         self._metrics = metrics
+        self._releases: asyncio.Task[None] | None = None  # the last cycle's releases
 
     async def run_once(self) -> float:
         started = time.perf_counter()
@@ -114,10 +121,11 @@ class Poller:
         stats = CycleStats()
         gate = asyncio.Semaphore(self._settings.poll_concurrency)
         completions = _Completions(self._db, self._settings.ingest_chunk_size, stats)
+        ended: dict[str, tuple[Provider, ProviderBatchInfo]] = {}
 
         async def poll(pb: RowMapping) -> pbs.PollRecord | None:
             async with gate:
-                return await self._poll_one(pb, stats, completions)
+                return await self._poll_one(pb, stats, completions, ended)
 
         # Every poll runs to its end even if one fails, so nothing is left running into the next
         # cycle; what ended is written and what was polled recorded, then a failure that is not a
@@ -140,6 +148,10 @@ class Poller:
             failures.append(exc)
         records += [self._failed_write(pb, exc, stats) for pb, exc in failed_writes]
         await pbs.record_polls(self._db, records, utcnow())
+        for pb, _ in failed_writes:
+            ended.pop(pb["id"], None)
+        if not failures and ended:
+            await self._release_in_background(list(ended.values()))
         if failures:
             raise failures[0]
         elapsed = time.perf_counter() - started
@@ -147,6 +159,20 @@ class Poller:
         if len(due) == self._settings.poll_batch_size:
             return 0.0  # more are due: keep going
         return min(1.0, self._settings.poll_interval_seconds, self._settings.simulator_poll_interval_seconds)
+
+    async def _release_in_background(self, ended: list[tuple[Provider, ProviderBatchInfo]]) -> None:
+        if self._releases is not None and not self._releases.done():
+            await self._releases  # bounded: one cycle's releases at a time
+        gate = asyncio.Semaphore(self._settings.poll_concurrency)
+
+        async def release(provider: Provider, info: ProviderBatchInfo) -> None:
+            async with gate:
+                await _release(provider, info)
+
+        async def release_all() -> None:
+            await asyncio.gather(*(release(provider, info) for provider, info in ended))
+
+        self._releases = asyncio.create_task(release_all(), name="longops-release")
 
     def _record(self, stats: CycleStats, elapsed: float) -> None:
         m = self._metrics
@@ -169,7 +195,11 @@ class Poller:
             )
 
     async def _poll_one(
-        self, pb: RowMapping, stats: CycleStats, completions: _Completions
+        self,
+        pb: RowMapping,
+        stats: CycleStats,
+        completions: _Completions,
+        ended: dict[str, tuple[Provider, ProviderBatchInfo]],
     ) -> pbs.PollRecord | None:
         provider = self._providers.get(pb["provider"])
         if provider is None:
@@ -198,6 +228,7 @@ class Poller:
             except ProviderError as exc:  # the batch has ended: its results are what is missing
                 return await self._poll_failed(pb, exc, stats, bounded=True)
             stats.items_ingested += written  # after the await: other polls add meanwhile
+        ended[pb["id"]] = (provider, info)
         stats.ended += 1
         return None
 
@@ -348,7 +379,7 @@ class Poller:
         max_items = self._settings.ingest_chunk_size
         chunk: list[ProviderResult] = []
         size = 0
-        stream = provider.results(pb["provider_batch_id"], results_url=info.results_url)
+        stream = provider.results(info)
         try:
             async for result in stream:
                 if isinstance(result, UnreadableLine):
@@ -390,6 +421,15 @@ class Poller:
                     conn, pb["job_id"], to=ItemStatus.ERRORED, error=error, now=now, span=ItemSpan.of(pb)
                 )
                 await finalize_batch_if_done(conn, pb["job_id"], now)
+
+
+async def _release(provider: Provider, info: ProviderBatchInfo) -> None:
+    try:
+        await provider.release(info)
+    except ProviderError as exc:
+        log.warning("could not release %s at %s: %s", info.provider_batch_id, provider.name, exc.message)
+    except Exception as exc:  # e.g. the provider's client closed by a stop: never retried anyway
+        log.warning("could not release %s at %s: %r", info.provider_batch_id, provider.name, exc)
 
 
 def _independent_of_batches(exc: BaseException) -> bool:

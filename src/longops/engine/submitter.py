@@ -9,7 +9,11 @@ Invariants:
 * An answer proving nothing was created is retried with backoff; a definitive rejection fails the
   provider batch and errors its items; an unknown outcome (timeout, 5xx, reset, crash) is reconciled
   through the provider's list of batches before anything is sent again: one match is adopted, none
-  is resubmitted, several fail the provider batch naming the candidates.
+  is resubmitted, several fail the provider batch naming the candidates. A provider that tags its
+  batches with our reference (:attr:`Provider.tags_batches`) is matched by that tag alone.
+* What an adapter staged before its create call (an uploaded input file) is stored before the call
+  is made; when reconciliation shows the batch was never created, it is discarded at the provider
+  before anything is sent again.
 * A batch whose provider is not configured on this leader takes no place from the others: created
   ones are not planned here, planned ones are due again at an exponential backoff, with
   ``error.type`` ``provider_not_configured``.
@@ -18,12 +22,13 @@ Invariants:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping
 
-from longops.domain.requests import BatchRequest
+from longops.domain.requests import ANTHROPIC_ENDPOINT, BatchRequest
 from longops.domain.statuses import ItemStatus, StopReason
 from longops.engine.backoff import exponential, with_jitter
 from longops.engine.metrics import Metrics
@@ -34,6 +39,7 @@ from longops.providers.base import (
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
+    Submission,
 )
 from longops.providers.registry import ProviderRegistry, not_configured_reason
 from longops.settings import Settings
@@ -158,15 +164,20 @@ class Submitter:
                 self._db, pb["id"], now, now + self._retry_delay(pb), _error(exc)
             )
             return None
-        matching = [
-            b for b in recent if b.request_count == pb["request_count"] and since <= b.created_at < until
-        ]
+        if provider.tags_batches:
+            matching = [b for b in recent if b.reference == pb["id"]]
+        else:
+            matching = [
+                b for b in recent if b.request_count == pb["request_count"] and since <= b.created_at < until
+            ]
         known = await pbs.known_provider_batch_ids(
             self._db, provider.name, [b.provider_batch_id for b in matching]
         )
         candidates = [b for b in matching if b.provider_batch_id not in known]
         if not candidates:
             log.info("provider batch %s: no earlier submission found at %s; sending", pb["id"], provider.name)
+            if pb["staged"] and not await self._discard(provider, pb):
+                return None
             return False
         if len(candidates) == 1:
             log.warning(
@@ -188,17 +199,42 @@ class Submitter:
         )
         return True
 
+    async def _discard(self, provider: Provider, pb: RowMapping) -> bool:
+        """Delete what an attempt that created nothing staged; False: not now (retried at a backoff,
+        reconciling again first)."""
+        try:
+            await provider.discard(pb["staged"])
+        except ProviderError as exc:
+            log.warning("cannot discard what %s staged at %s yet: %s", pb["id"], provider.name, exc.message)
+            now = utcnow()
+            await pbs.record_outcome_unknown(
+                self._db, pb["id"], now, now + self._retry_delay(pb), _error(exc)
+            )
+            return False
+        await pbs.record_staged(self._db, pb["id"], None)
+        return True
+
     async def _send(self, provider: Provider, pb: RowMapping) -> None:
         now = utcnow()
         if not await pbs.mark_submit_started(self._db, pb["id"], now):
             return
+        submission = Submission(
+            reference=pb["id"],
+            # NULL only for a batch an instance older than migration 0007 stored meanwhile.
+            endpoint=pb["endpoint"] or ANTHROPIC_ENDPOINT,
+            request_count=int(pb["request_count"]),
+        )
+
+        async def on_staged(staged: Mapping[str, str]) -> None:
+            await pbs.record_staged(self._db, pb["id"], staged)
+
         # Read from the database while the body is sent: a failed read breaks the request midway,
         # which nothing can take for a whole batch; the intent recorded above then reconciles.
         requests = (
             BatchRequest(custom_id, params) async for custom_id, params in pbs.request_params(self._db, pb)
         )
         try:
-            info = await provider.create(requests)
+            info = await provider.create(submission, requests, on_staged)
         except ProviderRejected as exc:
             self._metrics.submit_errors.inc()
             log.warning("provider %s rejected provider batch %s: %s", provider.name, pb["id"], exc.message)

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -49,18 +48,22 @@ import orjson
 from anthropic.types.messages import MessageBatch
 
 from longops.domain.provider_status import UnknownProviderStatus, anthropic_item_status, anthropic_phase
-from longops.domain.requests import CUSTOM_ID_PATTERN, BatchRequest
+from longops.domain.requests import CUSTOM_ID_PATTERN
 from longops.domain.statuses import ItemStatus
 from longops.providers.base import (
+    OnStaged,
     ProviderBatchInfo,
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderResult,
     ProviderUnavailable,
+    Requests,
+    Submission,
     UnreadableLine,
-    unreadable_result,
+    each_request,
 )
-from longops.providers.reads import ReadClient, status_error
+from longops.providers.reads import ReadClient, caused_by, lines_of, root_cause, status_error
+from longops.providers.result_lines import strict_loads, unreadable_line, valid_json
 
 _BATCHES_PATH = "/v1/messages/batches"
 _LIST_PAGE_SIZE = 100
@@ -73,7 +76,7 @@ _UNPROCESSED = {
 
 
 class AnthropicProvider:
-    accepts_openai_lines = False
+    tags_batches = False  # a Message Batch keeps no caller metadata
 
     def __init__(
         self,
@@ -98,8 +101,9 @@ class AnthropicProvider:
         self._reads = ReadClient(headers=headers, timeout=timeout, origin=str(self._client.base_url))
 
     async def create(
-        self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+        self, submission: Submission, requests: Requests, on_staged: OnStaged
     ) -> ProviderBatchInfo:
+        """The requests go inline in the create body: nothing is staged."""
         try:
             batch = await self._client.post(
                 _BATCHES_PATH,
@@ -124,24 +128,29 @@ class AnthropicProvider:
             raise classify_error(exc) from exc
         return _batch_info(batch)
 
-    async def results(
-        self, provider_batch_id: str, *, results_url: str | None = None
-    ) -> AsyncIterator[ProviderResult | UnreadableLine]:
+    async def discard(self, staged: Mapping[str, str]) -> None:
+        """Nothing is ever staged."""
+
+    async def release(self, info: ProviderBatchInfo) -> None:
+        """A Message Batch's results stay until the provider archives them; nothing to delete."""
+
+    async def results(self, info: ProviderBatchInfo) -> AsyncIterator[ProviderResult | UnreadableLine]:
         """Results as they arrive. A stream that breaks raises ``ProviderOutcomeUnknown`` after the
         lines already yielded; it never ends silently short. A line that cannot be read does not
-        break it (see :func:`parse_result_line`). ``results_url`` (from a retrieve of the
-        ended batch) saves the retrieve that would otherwise find it."""
+        break it (see :func:`parse_result_line`). The ``results_url`` of the retrieve that saw the
+        batch end saves a second retrieve."""
+        results_url = info.handles.get("results_url")
         if results_url is None:
-            info = await self.retrieve(provider_batch_id)
-            if info.results_url is None:
+            info = await self.retrieve(info.provider_batch_id)
+            results_url = info.handles.get("results_url")
+            if results_url is None:
                 raise ProviderOutcomeUnknown(
-                    f"batch {provider_batch_id} has no results yet ({info.processing_status})",
+                    f"batch {info.provider_batch_id} has no results yet ({info.processing_status})",
                     error_type="results_not_ready",
                 )
-            results_url = info.results_url
         headers = {"Accept": "application/binary"}
         async with contextlib.aclosing(self._reads.chunks(results_url, headers)) as chunks:
-            async for line in _lines(chunks):
+            async for line in lines_of(chunks):
                 yield parse_result_line(line)
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:
@@ -167,9 +176,7 @@ class AnthropicProvider:
 _BODY_CHUNK_BYTES = 256 * 1024
 
 
-async def _create_body(
-    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
-) -> AsyncIterator[bytes]:
+async def _create_body(requests: Requests) -> AsyncIterator[bytes]:
     """``{"requests": [...]}`` around each request's stored params JSON, which is sent as is.
 
     Streamed in chunks of about 256 KiB (chunked transfer encoding), as the requests arrive: the
@@ -177,7 +184,7 @@ async def _create_body(
     entries, their join, the final concatenation)."""
     chunk = bytearray(b'{"requests":[')
     first = True
-    async for request in _each(requests):
+    async for request in each_request(requests):
         if not first:
             chunk += b","
         first = False
@@ -192,43 +199,19 @@ async def _create_body(
     yield bytes(chunk)
 
 
-async def _each(
-    requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest],
-) -> AsyncIterator[BatchRequest]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request
-
-
 def classify_error(exc: BaseException) -> ProviderError:
     """What an SDK or transport error proves about the call (see the module docstring)."""
     if isinstance(exc, anthropic.APIStatusError):
         return status_error(exc.status_code, exc.type, exc.api_message or exc.message)
-    if _caused_by(exc, _NOT_SENT):
-        return ProviderUnavailable(f"could not connect: {_root(exc)}", error_type="connection_error")
-    if _caused_by(exc, (httpx2.TimeoutException, anthropic.APITimeoutError)):
-        return ProviderOutcomeUnknown(f"timed out: {_root(exc)}", error_type="timeout_error")
-    if _caused_by(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
-        return ProviderOutcomeUnknown(f"connection failed: {_root(exc)!r}", error_type="connection_error")
+    if caused_by(exc, _NOT_SENT):
+        return ProviderUnavailable(f"could not connect: {root_cause(exc)}", error_type="connection_error")
+    if caused_by(exc, (httpx2.TimeoutException, anthropic.APITimeoutError)):
+        return ProviderOutcomeUnknown(f"timed out: {root_cause(exc)}", error_type="timeout_error")
+    if caused_by(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return ProviderOutcomeUnknown(
+            f"connection failed: {root_cause(exc)!r}", error_type="connection_error"
+        )
     return ProviderOutcomeUnknown(f"{type(exc).__name__}: {exc}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    chain = [exc]
-    while (cause := chain[-1].__cause__) is not None and cause not in chain:
-        chain.append(cause)
-    return chain
-
-
-def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    return any(isinstance(link, kinds) for link in _chain(exc))
-
-
-def _root(exc: BaseException) -> BaseException:
-    return _chain(exc)[-1]
 
 
 def _batch_info(batch: MessageBatch) -> ProviderBatchInfo:
@@ -247,57 +230,12 @@ def _batch_info(batch: MessageBatch) -> ProviderBatchInfo:
         + counts.canceled
         + counts.expired,
         created_at=batch.created_at,
-        results_url=batch.results_url,
+        handles={"results_url": batch.results_url} if batch.results_url else {},
     )
-
-
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The non-blank lines of a byte stream, without their line ends (the last may lack one)."""
-    tail = b""
-    async for chunk in chunks:
-        lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            if line and not line.isspace():
-                yield line
-    if tail and not tail.isspace():
-        yield tail
 
 
 # A succeeded line in the provider's compact layout; ``custom_id`` is restricted to [A-Za-z0-9_-].
 _SUCCEEDED = re.compile(rb'\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"succeeded","message":')
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is beyond the range of a double")
-    return value
-
-
-def _strict_loads(raw: bytes | str) -> Any:
-    """RFC 8259 JSON with finite numbers only: ``json`` alone would accept ``NaN``, ``Infinity`` and
-    ``1e400`` (read as infinity), which no strict reader, nor the API's own JSON answers, takes back."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def _valid_json(raw: bytes) -> bool:
-    """Whether ``raw`` is exactly one strict JSON value (orjson first; json for what orjson
-    refuses but JSON allows, such as integers beyond 64 bits)."""
-    try:
-        orjson.loads(raw)
-        return True
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        _strict_loads(raw)
-        return True
-    except (ValueError, RecursionError):
-        return False
 
 
 def _batch_info_from_json(body: bytes) -> ProviderBatchInfo:
@@ -328,7 +266,7 @@ def _batch_info_from_json(body: bytes) -> ProviderBatchInfo:
         phase=phase,
         request_count=total,
         created_at=created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC),
-        results_url=results_url,
+        handles={"results_url": results_url} if results_url else {},
     )
 
 
@@ -352,10 +290,9 @@ def _compact_json(value: Any) -> str:
 
 
 _ERROR_TEXT_CHARS = 2000
+
+
 # Where a line that cannot be parsed names its item (enough to error that item, not the stream).
-_NAMED_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
-
-
 def _error_text(value: Any, default: str) -> str:
     """A provider's error field as text a reader can show: a string as is (bounded, no NUL),
     anything else as its JSON."""
@@ -380,7 +317,7 @@ def parse_result_line(line: str | bytes) -> ProviderResult | UnreadableLine:
     fast = _SUCCEEDED.match(raw)
     if fast is not None and raw.endswith(b"}}"):
         message = raw[fast.end() : -2]
-        if message.startswith(b"{") and _valid_json(message):
+        if message.startswith(b"{") and valid_json(message):
             try:
                 return ProviderResult(fast.group(1).decode(), ItemStatus.SUCCEEDED, message.decode(), None)
             except UnicodeDecodeError:
@@ -388,16 +325,12 @@ def parse_result_line(line: str | bytes) -> ProviderResult | UnreadableLine:
     try:
         return _parsed_line(raw)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        reason = f"{type(exc).__name__}: {str(exc)[:200]}; line starts {raw[:120]!r}"
-        named = _NAMED_ID.search(raw)
-        if named is None:
-            return UnreadableLine(reason)
-        return unreadable_result(named.group(1).decode(), reason)
+        return unreadable_line(raw, exc)
 
 
 def _parsed_line(raw: bytes) -> ProviderResult:
     """The general path of :func:`parse_result_line`; raises on anything it cannot read."""
-    data = _strict_loads(raw)
+    data = strict_loads(raw)
     custom_id = data["custom_id"]
     if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.fullmatch(custom_id):
         raise TypeError("custom_id must be a string matching ^[A-Za-z0-9_-]{1,64}$")

@@ -12,6 +12,21 @@ prove about a *create* call, because that decides whether a resubmission could p
 
 For calls other than create, ``Unavailable`` and ``OutcomeUnknown`` both just mean "try again later".
 
+The shape of a submission is the adapter's business, not the engine's. The engine hands
+:meth:`Provider.create` a :class:`Submission` (our provider batch id as ``reference``, the batch's
+``endpoint``, the counts) and the requests as a lazy stream; an adapter whose provider takes the
+requests somewhere first (OpenAI and Gemini: a file; Bedrock: object storage) puts them there,
+reports what it *staged* through ``on_staged`` (stored durably before the create call, so a crash
+or an unknown outcome can still clean up through :meth:`Provider.discard` once reconciliation has
+shown the batch was never created), then creates the batch.
+
+The ended batch's results are read from wherever the provider keeps them (one results URL, an
+output and an error file, an object-storage prefix): :meth:`Provider.results` takes the whole
+:class:`ProviderBatchInfo` of the retrieve that saw it end, and :meth:`Provider.release` deletes
+what is left at the provider once the results are stored. Reconciliation matches a provider's
+batches by the ``reference`` the adapter tagged them with when the provider keeps such a tag
+(:attr:`Provider.tags_batches`); otherwise by creation window and request count.
+
 A results stream never fails because of one line: a line an adapter cannot read becomes the error of
 the item it names (:func:`unreadable_result`, ``invalid_results_line``), or, when it names none, an
 :class:`UnreadableLine` the engine counts and logs; the item left without a result then ends
@@ -20,8 +35,8 @@ the item it names (:func:`unreadable_result`, ``invalid_results_line``), or, whe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -62,7 +77,12 @@ class ProviderBatchInfo:
     request_count: int
     created_at: datetime
     error: str | None = None
-    results_url: str | None = None  # where an ended batch's results are read (if the provider says)
+    # The reference (our provider batch id) the adapter tagged the batch with, when the provider
+    # keeps one (OpenAI metadata); None otherwise.
+    reference: str | None = None
+    # Where the provider keeps this batch's input and results (a results URL, file ids): read by
+    # the same adapter's ``results`` and ``release``, opaque to the engine.
+    handles: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,31 +115,59 @@ class UnreadableLine:
     reason: str
 
 
+Requests = Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+OnStaged = Callable[[Mapping[str, str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One provider batch to create."""
+
+    reference: str  # our provider batch id (``pb_…``), unique per submission
+    endpoint: str  # the batch's endpoint, e.g. /v1/messages or /v1/chat/completions
+    request_count: int
+
+
+async def no_staging(staged: Mapping[str, str]) -> None:
+    """An ``on_staged`` for callers that keep nothing (tests, tools)."""
+
+
 class Provider(Protocol):
     name: str
     max_requests: int
     max_bytes: int
-    accepts_openai_lines: bool
+    # Whether the provider keeps the adapter's ``reference`` on each batch, so reconciliation can
+    # match exactly (ProviderBatchInfo.reference) instead of by creation window and request count.
+    tags_batches: bool
 
     async def create(
-        self, requests: Sequence[BatchRequest] | AsyncIterable[BatchRequest]
+        self, submission: Submission, requests: Requests, on_staged: OnStaged
     ) -> ProviderBatchInfo:
         """Submit one provider batch. Must not retry on its own (see the module docstring).
 
         ``requests`` may arrive as they are read (the submitter streams them from the database), so
-        an adapter should send them as they come rather than collect them."""
+        an adapter should send them as they come rather than collect them. An adapter that stages
+        the input first awaits ``on_staged(handles)`` before it creates the batch, and deletes what
+        it staged itself when the create proves nothing was created (rejected, unavailable)."""
+        ...
+
+    async def discard(self, staged: Mapping[str, str]) -> None:
+        """Delete what a create staged for a batch that was never created (after reconciliation)."""
         ...
 
     async def retrieve(self, provider_batch_id: str) -> ProviderBatchInfo: ...
 
     async def cancel(self, provider_batch_id: str) -> ProviderBatchInfo: ...
 
-    def results(
-        self, provider_batch_id: str, *, results_url: str | None = None
-    ) -> AsyncIterator[ProviderResult | UnreadableLine]:
-        """Stream the results of an ended batch, one item at a time, with bounded memory.
-        ``results_url`` is the :attr:`ProviderBatchInfo.results_url` of a retrieve, when known.
-        A line that cannot be read is yielded as described in the module docstring, never raised."""
+    def results(self, info: ProviderBatchInfo) -> AsyncIterator[ProviderResult | UnreadableLine]:
+        """Stream the results of an ended batch (``info``: a retrieve that saw it end), one item at a
+        time, with bounded memory. Items the provider has no result for are simply not yielded; a
+        line that cannot be read is yielded as described in the module docstring, never raised."""
+        ...
+
+    async def release(self, info: ProviderBatchInfo) -> None:
+        """Delete what the provider still keeps of an ended batch whose results are stored (input,
+        output files); a no-op where the provider keeps nothing deletable."""
         ...
 
     async def list_recent(self, created_after: datetime) -> list[ProviderBatchInfo]:
@@ -127,3 +175,13 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def each_request(requests: Requests) -> AsyncIterator[BatchRequest]:
+    """The requests one at a time, whether they come as a list or as a stream."""
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request

@@ -1,4 +1,5 @@
-"""Read-only provider calls on aiohttp: the poller's status retrieve and results download.
+"""The poller's provider calls on aiohttp: status retrieve, results download, and the idempotent
+deletion of an ingested batch's files.
 
 Why not the SDK's own HTTP client (httpx): every ended batch costs the poller two calls, and each
 cost about 1 ms of CPU through httpx (its transport layers, not the network), against about 0.2 ms
@@ -6,7 +7,9 @@ through aiohttp: measured against the simulator, a retrieve plus the results of 
 3.3 ms of the poller's CPU through the SDK's client and 0.8 ms through aiohttp (before parsing).
 For batches of a hundred items that was more than half of all the poller's work. The SDK still
 decides the headers (authentication, API version) and still makes every other call; only GETs that
-change nothing come here, so a failure of any kind is simply retried at the next poll.
+change nothing, and DELETEs whose repetition changes nothing more (an OpenAI batch's files once its
+results are stored: two per batch, which through httpx doubled the poller's CPU for batches of a
+hundred items), come here.
 
 Credentials go only to the provider's own origin (scheme, host and port of its base URL): a URL
 the provider names on another origin (a ``results_url`` elsewhere, a redirect) is fetched without
@@ -81,14 +84,21 @@ class ReadClient:
             async for chunk in response.content.iter_any():
                 yield chunk
 
+    async def delete(self, url: str) -> None:
+        """Delete what ``url`` names; an error answer raises as for a GET (404: ``ProviderNotFound``)."""
+        async with self._response(url, {}, method="DELETE") as response:
+            await response.read()
+
     @contextlib.asynccontextmanager
-    async def _response(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _response(
+        self, url: str, headers: Mapping[str, str], *, method: str = "GET"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers, timeout=self._timeout, trust_env=True
             )
         try:
-            async with self._follow(url, headers) as response:
+            async with self._follow(method, url, headers) as response:
                 if response.status >= 400:
                     body = b""
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -99,13 +109,15 @@ class ReadClient:
             raise _transport_error(exc) from exc
 
     @contextlib.asynccontextmanager
-    async def _follow(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``url``, following redirects, with the credentials only on the provider's origin."""
+    async def _follow(
+        self, method: str, url: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """``method`` on ``url``, following redirects, with the credentials only on the provider's origin."""
         assert self._session is not None
         target = yarl.URL(url)
         for _ in range(_MAX_REDIRECTS + 1):
             sent = {**headers, **(self._credentials if target.origin() == self._origin else {})}
-            async with self._session.get(target, headers=sent, allow_redirects=False) as response:
+            async with self._session.request(method, target, headers=sent, allow_redirects=False) as response:
                 location = response.headers.get("Location")
                 if response.status not in (301, 302, 303, 307, 308) or location is None:
                     yield response
@@ -125,8 +137,10 @@ def _error_answer(status: int, body: bytes) -> ProviderError:
     error_type, message = None, f"HTTP {status}: {body[:200]!r}"
     try:
         error = orjson.loads(body)["error"]
-        error_type, message = str(error["type"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        # Anthropic's envelope names a type; OpenAI's may leave it null and give a code instead.
+        kind = error.get("type") or error.get("code")
+        error_type, message = (str(kind) if kind else None), str(error["message"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
     return status_error(status, error_type, message)
 
@@ -137,3 +151,32 @@ def _transport_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, TimeoutError):
         return ProviderOutcomeUnknown(f"timed out: {exc!r}", error_type="timeout_error")
     return ProviderOutcomeUnknown(f"connection failed: {exc!r}", error_type="connection_error")
+
+
+async def lines_of(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-blank lines of a byte stream, without their line ends (the last may lack one)."""
+    tail = b""
+    async for chunk in chunks:
+        lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if line and not line.isspace():
+                yield line
+    if tail and not tail.isspace():
+        yield tail
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain = [exc]
+    while (cause := chain[-1].__cause__) is not None and cause not in chain:
+        chain.append(cause)
+    return chain
+
+
+def caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or any exception it was raised from is one of ``kinds``."""
+    return any(isinstance(link, kinds) for link in _chain(exc))
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    return _chain(exc)[-1]

@@ -47,6 +47,7 @@ class NewBatch:
     org_id: str
     provider: str
     requests: Sequence[BatchRequest]
+    endpoint: str = "/v1/messages"
     metadata: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
     idempotency_key: str | None = None
@@ -134,6 +135,7 @@ async def _insert_batch_job(conn: AsyncConnection, new: NewBatch, n_total: int, 
             job_type=LLM_BATCH,
             status=JobStatus.CREATED,
             provider=new.provider,
+            endpoint=new.endpoint,
             metadata=new.metadata,
             callback_url=new.callback_url,
             idempotency_key=new.idempotency_key,
@@ -278,6 +280,7 @@ _BATCH_VIEW_COLUMNS = (
     "id",
     "status",
     "provider",
+    "endpoint",
     "created_at",
     "updated_at",
     "started_at",

@@ -135,7 +135,7 @@ async def due_submissions(db: Database, now: datetime, limit: int) -> Sequence[R
         return (
             (
                 await conn.execute(
-                    select(provider_batches, jobs.c.cancel_requested_at)
+                    select(provider_batches, jobs.c.cancel_requested_at, jobs.c.endpoint)
                     .join(jobs, jobs.c.id == provider_batches.c.job_id)
                     .where(
                         provider_batches.c.status == ProviderBatchStatus.CREATED,
@@ -228,7 +228,17 @@ async def record_not_sent(
         await conn.execute(
             update(provider_batches)
             .where(provider_batches.c.id == pb_id, provider_batches.c.status == ProviderBatchStatus.CREATED)
-            .values(submit_started_at=None, next_action_at=retry_at, error=error, updated_at=now)
+            .values(submit_started_at=None, staged=None, next_action_at=retry_at, error=error, updated_at=now)
+        )
+
+
+async def record_staged(db: Database, pb_id: str, staged: Mapping[str, str] | None) -> None:
+    """What the adapter staged at the provider for the attempt under way (None: nothing any more)."""
+    async with db.write() as conn:
+        await conn.execute(
+            update(provider_batches)
+            .where(provider_batches.c.id == pb_id, provider_batches.c.status == ProviderBatchStatus.CREATED)
+            .values(staged=dict(staged) if staged is not None else None)
         )
 
 

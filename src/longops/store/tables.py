@@ -41,6 +41,7 @@ jobs = Table(
     Column("status", String(16), nullable=False),
     Column("provider", String(32)),
     Column("input", JSON),
+    Column("endpoint", String(64)),  # a batch's provider endpoint (migration 0007), null for jobs
     Column("result", JSON),
     Column("error", JSON),
     Column("progress", JSON),
@@ -117,6 +118,9 @@ provider_batches = Table(
     Column("cancel_sent_at", UTCDateTime),
     Column("ended_at", UTCDateTime),
     Column("error", JSON),
+    # What the adapter staged at the provider for this submission (an uploaded input file), kept
+    # until the batch is created or reconciled as never created (migration 0007).
+    Column("staged", JSON),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_provider_batches_status_next_action_at", "status", "next_action_at"),

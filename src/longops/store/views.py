@@ -64,6 +64,7 @@ def batch_view(job: Mapping[Any, Any], provider_batches: Iterable[Mapping[Any, A
         id=job["id"],
         status=job["status"],
         provider=job["provider"],
+        endpoint=job["endpoint"],
         created_at=job["created_at"],
         updated_at=job["updated_at"],
         started_at=job["started_at"],

@@ -14,7 +14,7 @@ from longops.api.deps import Org, State, org_of, state_of
 from longops.api.errors import APIError
 from longops.api.limits import check_create_fields
 from longops.api.offload import OffloadingRoute, off_loop
-from longops.domain.requests import parse_requests
+from longops.domain.requests import checked_endpoint, parse_requests
 from longops.domain.schemas import Batch, Item, Page
 from longops.domain.statuses import ItemStatus, JobStatus
 from longops.providers.registry import not_configured_reason
@@ -33,7 +33,19 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: str = Field(max_length=32, description="provider name, e.g. anthropic or simulator")
-    requests: list[Any] = Field(description='[{"custom_id", "params"}]; params is the provider request body')
+    endpoint: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "the provider endpoint every request is a body for: OpenAI-family providers take "
+            "/v1/chat/completions (default), /v1/responses, /v1/embeddings or /v1/completions; "
+            "Anthropic-protocol providers take /v1/messages (the default)"
+        ),
+    )
+    requests: list[Any] = Field(
+        description='[{"custom_id", "params"}]; params is the provider request body. OpenAI-family '
+        'providers also take OpenAI batch lines {"custom_id", "method": "POST", "url", "body"}'
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     callback_url: str | None = None
 
@@ -49,12 +61,13 @@ async def create_batch(
     spec = state.providers.get(body.provider)
     if spec is None:
         raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
+    endpoint = checked_endpoint(body.endpoint, spec.endpoints, spec.name)
     check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
     parsed = await off_loop(
         len(body.requests),
         parse_requests,
         body.requests,
-        accepts_openai_lines=spec.accepts_openai_lines,
+        openai_endpoint=endpoint if spec.accepts_openai_lines else None,
         max_requests=state.settings.max_batch_requests,
         max_depth=state.settings.max_json_depth,
     )
@@ -63,6 +76,7 @@ async def create_batch(
         org_id=org,
         provider=body.provider,
         requests=parsed,
+        endpoint=endpoint,
         metadata=body.metadata,
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,

@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from longops.providers.simulator.openai_wire import OpenAIState, openai_error, openai_routes
 from longops.providers.simulator.state import SimApiError, SimulatorState, parse_create_body
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "results")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "results", "upload", "delete")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -186,8 +187,16 @@ async def _stream(lines: Iterator[bytes], cut_after: int | None) -> AsyncIterato
         yield b"".join(chunk)
 
 
-def create_app(state: SimulatorState) -> Starlette:
+def _is_openai(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith(("/v1/files", "/v1/batches"))
+
+
+def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -> Starlette:
+    """Both wires on one app; the OpenAI wire's state defaults to one in memory with the same knobs."""
     faults, stats = Faults(), Stats()
+    if openai_state is None:
+        openai_state = OpenAIState(state.config)
 
     async def create(request: Request) -> Response:
         body = await request.body()  # read even when failing, so the client is not cut off mid-send
@@ -257,7 +266,7 @@ def create_app(state: SimulatorState) -> Starlette:
             {
                 "calls": dict(stats.calls),
                 "by_batch": {batch_id: dict(counts) for batch_id, counts in stats.by_batch.items()},
-                "batches": len(state),
+                "batches": len(state) + len(openai_state.batches),
             }
         )
 
@@ -278,11 +287,16 @@ def create_app(state: SimulatorState) -> Starlette:
         return _json(asdict(state.config))
 
     async def finish(request: Request) -> Response:
-        batch = state.finish(request.path_params["batch_id"])
+        batch_id = request.path_params["batch_id"]
+        if batch_id in openai_state.batches:
+            return _json(openai_state.to_wire(openai_state.finish(batch_id)))
+        batch = state.finish(batch_id)
         return _json(batch.to_wire(state.clock(), _base_url(request)))
 
     async def on_sim_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SimApiError)
+        if _is_openai(request):
+            return openai_error(exc.status_code, exc.error_type, exc.message)
         return _error(exc.status_code, exc.error_type, exc.message)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -298,6 +312,7 @@ def create_app(state: SimulatorState) -> Starlette:
             Route(batches + "/{batch_id}", retrieve, methods=["GET"]),
             Route(batches + "/{batch_id}/cancel", cancel, methods=["POST"]),
             Route(batches + "/{batch_id}/results", results, methods=["GET"]),
+            *openai_routes(openai_state, faults, stats, _stream),
             Route("/_simulator/stats", get_stats, methods=["GET"]),
             Route("/_simulator/faults", add_faults, methods=["POST"]),
             Route("/_simulator/faults", get_faults, methods=["GET"]),

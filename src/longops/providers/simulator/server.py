@@ -12,11 +12,13 @@ import contextlib
 import socket
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 
 from longops.providers.simulator.app import create_app
+from longops.providers.simulator.openai_wire import OpenAIState
 from longops.providers.simulator.state import DAY_SECONDS, SimConfig, SimulatorState
 
 
@@ -34,7 +36,8 @@ def build_app(
         error_rate=error_rate,
         expiry_seconds=expiry_seconds,
     )
-    return create_app(SimulatorState(config, state_dir=state_dir))
+    openai_dir = Path(state_dir) / "openai" if state_dir is not None else None
+    return create_app(SimulatorState(config, state_dir=state_dir), OpenAIState(config, state_dir=openai_dir))
 
 
 def run(

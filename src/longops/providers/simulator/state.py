@@ -120,6 +120,22 @@ def _invalid(custom_id: str, problem: str) -> SimItem:
     return SimItem(custom_id, "errored", "invalid_request_error", problem, "", "", 1, 1)
 
 
+def derive_outcome(custom_id: str, text: str, error_rate: float) -> tuple[str, str | None, str | None]:
+    """(outcome, error type, error message) of a request whose text is ``text``: its marker, else
+    the error roll (see the package docstring)."""
+    marker = _MARKER.search(text)
+    if marker is not None and marker.group(1) != "error":
+        return {"slow": "slow", "expire": "expired", "lost": "lost"}[marker.group(1)], None, None
+    if marker is not None or error_roll(custom_id) < error_rate:
+        error_type = (marker.group(2) if marker else None) or "overloaded_error"
+        return (
+            "errored",
+            error_type,
+            "Overloaded" if error_type == "overloaded_error" else f"Simulated {error_type}",
+        )
+    return "succeeded", None, None
+
+
 def derive_item(custom_id: str, params: dict[str, Any], error_rate: float) -> SimItem:
     """Reduce one request to its outcome. Invalid ``params`` error the item, as the real API does:
     it validates them only while processing, not at create time."""
@@ -132,14 +148,7 @@ def derive_item(custom_id: str, params: dict[str, Any], error_rate: float) -> Si
         return _invalid(custom_id, "messages: Input should be a non-empty list of message objects")
     text = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     chars = len(_text_of(params.get("system"))) + sum(len(_text_of(m.get("content"))) for m in messages)
-    outcome, error_type, error_message = "succeeded", None, None
-    marker = _MARKER.search(text)
-    if marker is not None and marker.group(1) != "error":
-        outcome = {"slow": "slow", "expire": "expired", "lost": "lost"}[marker.group(1)]
-    elif marker is not None or error_roll(custom_id) < error_rate:
-        error_type = (marker.group(2) if marker else None) or "overloaded_error"
-        outcome = "errored"
-        error_message = "Overloaded" if error_type == "overloaded_error" else f"Simulated {error_type}"
+    outcome, error_type, error_message = derive_outcome(custom_id, text, error_rate)
     return SimItem(custom_id, outcome, error_type, error_message, model, text, _tokens(chars), max_tokens)
 
 
@@ -390,8 +399,9 @@ class SimulatorState:
             tmp.write_text(json.dumps(batch.metadata()))
             tmp.replace(self._dir / f"{batch.id}.json")
 
-    def create(self, items: list[SimItem]) -> SimBatch:
-        """Register a batch of already validated items (blocking: writes the items file)."""
+    def create(self, items: list[SimItem] | ItemFile) -> SimBatch:
+        """Register a batch of already validated items (blocking: writes the items file). Items
+        already on disk (an :class:`ItemFile`) are read, not held."""
         batch_id, codes = _new_batch_id(), outcome_codes(items)
         stored: list[SimItem] | ItemFile = items
         if self._dir is not None:
