@@ -99,7 +99,10 @@ def _client(ctx: typer.Context) -> Iterator[Client]:
         with client:
             yield client
     except APIConnectionError as exc:
-        _fail(exc.message)
+        _fail(
+            f"{exc.message}; start it with `longops serve`, or point the CLI at another server with "
+            "--server-url URL (or LONGOPS_SERVER_URL)"
+        )
     except APIError as exc:
         _fail(str(exc))
     except BrokenPipeError:
@@ -151,9 +154,12 @@ def engine() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date (the server also does this on start)."""
-    from longops.store.migrate import upgrade
 
-    upgrade(_settings().database_url)
+    async def nothing(_db: Database) -> None:
+        return None
+
+    _on_database(nothing)
+    typer.echo("the database schema is up to date")
 
 
 @app.command()
@@ -179,15 +185,22 @@ def simulator(
     from longops.providers.simulator.server import run
 
     settings = _settings()
-    run(
-        host,
-        port,
-        processing_seconds=(
-            processing_seconds if processing_seconds is not None else settings.simulator_processing_seconds
-        ),
-        error_rate=error_rate if error_rate is not None else settings.simulator_error_rate,
-        state_dir=str(state_dir) if state_dir is not None else settings.simulator_state_dir,
-    )
+    try:
+        run(
+            host,
+            port,
+            processing_seconds=(
+                processing_seconds
+                if processing_seconds is not None
+                else settings.simulator_processing_seconds
+            ),
+            error_rate=error_rate if error_rate is not None else settings.simulator_error_rate,
+            state_dir=str(state_dir) if state_dir is not None else settings.simulator_state_dir,
+        )
+    except OSError as exc:
+        if exc.filename is not None:  # its state directory
+            _fail(f"the simulator cannot use {exc.filename}: {exc.strerror}; choose another --state-dir")
+        _fail(f"the simulator cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port")
 
 
 keys_app = typer.Typer(
@@ -199,19 +212,25 @@ app.add_typer(keys_app)
 
 
 def _on_database(operation: Callable[[Database], Awaitable[T]]) -> T:
-    """Run ``operation`` on the configured database, brought up to date first (as the server does)."""
-    from longops.store.db import open_database
-    from longops.store.migrate import upgrade_database
+    """Run ``operation`` on the configured database, brought up to date first (as the server does);
+    a database that cannot be opened, or fails midway, is one line naming LONGOPS_DATABASE_URL."""
+    from longops.store.connect import OPEN_ERRORS, DatabaseUnavailable, open_upgraded, unavailable
+
+    url = _settings().database_url
 
     async def run() -> T:
-        db = open_database(_settings().database_url)
+        db = await open_upgraded(url)
         try:
-            await upgrade_database(db)
             return await operation(db)
+        except OPEN_ERRORS as exc:
+            raise unavailable(exc, url) from exc
         finally:
             await db.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except DatabaseUnavailable as exc:
+        _fail(str(exc))
 
 
 @keys_app.command("create")

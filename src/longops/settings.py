@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     simulator_processing_seconds: float = Field(5.0, ge=0)
     simulator_error_rate: float = Field(0.0, ge=0, le=1)
     simulator_poll_interval_seconds: float = Field(2.0, gt=0)
+    simulator_port: int = Field(0, ge=0, le=65535)
 
     leader_retry_seconds: float = Field(5.0, gt=0)
     job_lease_seconds: float = Field(30.0, gt=0)
