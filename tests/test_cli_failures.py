@@ -5,10 +5,7 @@ which argument it needs)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +13,10 @@ from typing import Any
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from longops.cli import app
+from tests.support.cli import run_cli
 from tests.support.processes import free_port
 
 # A value for each required parameter of any command, by parameter name.
@@ -61,18 +60,6 @@ def arguments(path: tuple[str, ...]) -> list[str]:
     return args
 
 
-def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LONGOPS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "longops", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "requests.jsonl").write_text(
@@ -112,7 +99,7 @@ def test_every_command_fails_in_one_line_on_a_bad_database(kind: str, workdir: P
     with ThreadPoolExecutor(max_workers=4) as pool:  # bounded: 4 processes at a time
         done = list(
             pool.map(
-                lambda args: run(args, workdir, LONGOPS_DATABASE_URL=url, LONGOPS_SERVER_URL=server),
+                lambda args: run_cli(args, workdir, LONGOPS_DATABASE_URL=url, LONGOPS_SERVER_URL=server),
                 invocations,
             )
         )
@@ -140,7 +127,7 @@ def test_every_command_fails_in_one_line_on_a_bad_database(kind: str, workdir: P
     ],
 )
 def test_a_malformed_database_url_names_the_setting(url: str, expected: str, workdir: Path) -> None:
-    result = run(["migrate"], workdir, LONGOPS_DATABASE_URL=url)
+    result = run_cli(["migrate"], workdir, LONGOPS_DATABASE_URL=url)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: cannot use the database LONGOPS_DATABASE_URL=")
@@ -149,7 +136,7 @@ def test_a_malformed_database_url_names_the_setting(url: str, expected: str, wor
 
 def test_a_missing_postgres_database_is_named(postgres_server_url: str, workdir: Path) -> None:
     url = postgres_server_url.rsplit("/", 1)[0] + "/longops_no_such_database"
-    result = run(["keys", "list"], workdir, LONGOPS_DATABASE_URL=url)
+    result = run_cli(["keys", "list"], workdir, LONGOPS_DATABASE_URL=url)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert 'database "longops_no_such_database" does not exist' in result.stderr
@@ -157,7 +144,7 @@ def test_a_missing_postgres_database_is_named(postgres_server_url: str, workdir:
 
 def test_serve_checks_handlers_before_creating_the_database(workdir: Path) -> None:
     for command in (["serve", "--port", str(free_port())], ["engine"]):
-        result = run(command, workdir, LONGOPS_HANDLERS="no_such_handlers_module")
+        result = run_cli(command, workdir, LONGOPS_HANDLERS="no_such_handlers_module")
         assert result.returncode == 1, result.stderr
         assert result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("error: LONGOPS_HANDLERS: cannot import handler module")
@@ -167,7 +154,7 @@ def test_serve_checks_handlers_before_creating_the_database(workdir: Path) -> No
 
 def test_serve_on_a_port_in_use_is_one_line(database_url: str, workdir: Path, busy_port: int) -> None:
     args = ["serve", "--port", str(busy_port), "--no-engine"]
-    result = run(args, workdir, LONGOPS_DATABASE_URL=database_url)
+    result = run_cli(args, workdir, LONGOPS_DATABASE_URL=database_url)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{busy_port}: ")
     assert "--port" in result.stderr.splitlines()[-1]
@@ -177,10 +164,44 @@ def test_serve_on_a_port_in_use_is_one_line(database_url: str, workdir: Path, bu
 def test_bundled_simulator_port_in_use_names_the_setting(
     database_url: str, workdir: Path, busy_port: int
 ) -> None:
-    result = run(
+    result = run_cli(
         ["engine"], workdir, LONGOPS_DATABASE_URL=database_url, LONGOPS_SIMULATOR_PORT=str(busy_port)
     )
     assert result.returncode == 1
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"error: LONGOPS_SIMULATOR_PORT={busy_port}: ")
     assert "Traceback" not in result.stderr
+
+
+def test_handlers_are_found_in_the_current_directory(workdir: Path) -> None:
+    """The installed ``longops`` script imports LONGOPS_HANDLERS modules from where it is run."""
+    (workdir / "my_handlers.py").write_text(
+        "from longops import handler\n\n@handler('mine')\nasync def mine(ctx, input):\n    return input\n"
+    )
+    url = f"sqlite:///{workdir / 'a-file' / 'x.db'}"
+    result = run_cli(["engine"], workdir, LONGOPS_HANDLERS="my_handlers", LONGOPS_DATABASE_URL=url)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot use the database"), result.stderr  # past the handlers
+
+
+def test_a_json_error_in_an_input_file_names_its_line_and_column(workdir: Path) -> None:
+    good = (workdir / "requests.jsonl").read_text()
+    bad = '{"custom_id": "ünï", "params": {"model": "m" "max_tokens": 8}}\n'
+    (workdir / "bad.jsonl").write_text("\ufeff" + good + bad, encoding="utf-8")  # with a BOM, as editors save
+    column = bad.index('"max_tokens"') + 1
+    result = run_cli(["submit", "bad.jsonl", "--provider", "simulator"], workdir)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: bad.jsonl line 2: not valid JSON: Expecting ',' delimiter (column {column})\n"
+    )
+
+
+def test_help_shows_flags_as_flags_and_defaults_with_values() -> None:
+    runner = CliRunner()
+    for path in [(), *every_command()]:
+        result = runner.invoke(app, [*path, "--help"], terminal_width=100)
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.output, path  # a flag takes no value
+        assert "[default: (LONGOPS_" not in result.output or ", else " in result.output, path
+    serve_help = runner.invoke(app, ["serve", "--help"], terminal_width=100).output
+    assert "--no-engine " in serve_help and "else 8000" in serve_help

@@ -72,10 +72,17 @@ class _Server(uvicorn.Server):
         """Ours replaces uvicorn's "running on socket …" line (which would name a file descriptor)."""
 
 
+def _not_alembic_boilerplate(record: logging.LogRecord) -> bool:
+    """Alembic's two set-up lines repeat at every migration check and say nothing to a reader; the
+    lines of migrations actually run stay."""
+    return not record.getMessage().startswith(("Context impl ", "Will assume "))
+
+
 def configure_logging(level: str) -> None:
     """One format for our loggers and uvicorn's, each line written once (uvicorn's own logging
     configuration is not installed: it would add handlers beside the root's)."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.migration").addFilter(_not_alembic_boilerplate)
 
 
 def serve(
