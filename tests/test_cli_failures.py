@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import typer.main
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from longops.cli import app
@@ -135,7 +136,7 @@ def test_a_malformed_database_url_names_the_setting(url: str, expected: str, wor
 
 
 def test_a_missing_postgres_database_is_named(postgres_server_url: str, workdir: Path) -> None:
-    url = postgres_server_url.rsplit("/", 1)[0] + "/longops_no_such_database"
+    url = make_url(postgres_server_url).set(database="longops_no_such_database").render_as_string(False)
     result = run_cli(["keys", "list"], workdir, LONGOPS_DATABASE_URL=url)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
