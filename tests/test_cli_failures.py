@@ -206,3 +206,17 @@ def test_help_shows_flags_as_flags_and_defaults_with_values() -> None:
         assert "[default: (LONGOPS_" not in result.output or ", else " in result.output, path
     serve_help = runner.invoke(app, ["serve", "--help"], terminal_width=100).output
     assert "--no-engine " in serve_help and "else 8000" in serve_help
+
+
+@pytest.mark.parametrize("setting", ["LONGOPS_FILES_DIR", "LONGOPS_SIMULATOR_STATE_DIR"])
+def test_a_directory_that_cannot_be_written_is_one_line(setting: str, workdir: Path) -> None:
+    value = str(workdir / "a-file" / "sub")  # inside a regular file: never a directory
+    for command in (["serve", "--port", str(free_port())], ["engine"]):
+        result = run_cli(command, workdir, **{setting: value})
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {setting}={value}: {workdir / 'a-file'} is not a writable directory; "
+            f"set {setting} to a directory this process may write"
+        )
+        assert "Traceback" not in result.stderr
+    assert not (workdir / "longops.db").exists()

@@ -6,9 +6,11 @@ import asyncio
 import gc
 import importlib.util
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -91,8 +93,8 @@ def serve(
     """Run the API (and the engine unless ``run_engine`` is False) until SIGINT/SIGTERM.
 
     Everything a user can get wrong is checked before a database file is created or a port is taken,
-    each failure one :class:`StartupError` line: the handler modules, the database, the API keys,
-    the SQLite engine lock, the bundled simulator's port, then the port itself.
+    each failure one :class:`StartupError` line: the handler modules, the directories it writes, the
+    database, the API keys, the SQLite engine lock, the bundled simulator's port, then the port.
     """
     configure_logging(settings.log_level)
     host = host or settings.host
@@ -102,6 +104,7 @@ def serve(
         app = create_app(settings, run_engine=run_engine)  # imports the handlers: before any database
     except HandlerLoadError as exc:
         raise StartupError(str(exc)) from exc
+    check_directories(settings, engine=run_engine)
     _check_access(settings)
     log_database(settings)
     if run_engine:
@@ -164,6 +167,22 @@ def check_simulator_port(settings: Settings) -> None:
             f"127.0.0.1:{settings.simulator_port}: {exc.strerror or exc}; choose another port, or 0 for "
             "any free one"
         ) from exc
+
+
+def check_directories(settings: Settings, *, engine: bool) -> None:
+    """The directories this process will write, checked before anything starts: each must be, or be
+    creatable inside, a writable directory. Nothing is created here."""
+    wanted = [("FILES_DIR", settings.files_dir)]
+    if engine and settings.simulator_url is None:
+        wanted.append(("SIMULATOR_STATE_DIR", settings.simulator_state_dir))
+    for name, value in wanted:
+        path = Path(value).resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise StartupError(
+                f"LONGOPS_{name}={value}: {existing} is not a writable directory; "
+                f"set LONGOPS_{name} to a directory this process may write"
+            )
 
 
 def log_database(settings: Settings) -> None:
@@ -239,6 +258,7 @@ def run_engine(settings: Settings) -> None:
     configure_logging(settings.log_level)
     try:
         load_handlers(settings.handlers)  # before the database is opened (or a SQLite file created)
+        check_directories(settings, engine=True)
         check_simulator_port(settings)
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
