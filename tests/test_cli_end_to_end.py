@@ -214,3 +214,18 @@ def test_a_provider_refusal_is_the_batch_error(running: Cluster) -> None:
         batch = client.batches.retrieve(out.strip())
     assert batch.provider_batches[0].submit_attempts == 3  # two overloaded answers, then accepted
     assert batch.provider_batches[0].next_action_at is None and batch.waiting_on() is None
+
+
+def test_the_api_key_works_after_the_command(running: Cluster) -> None:
+    database = running.env["LONGOPS_DATABASE_URL"]
+    created = run_cli(["keys", "create", "--org", "acme"], running.workdir, LONGOPS_DATABASE_URL=database)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.splitlines()[-1]
+    url = running.start_server("api")  # a key exists: every request needs one now
+    code, _, err = cli(running, "jobs", "list", "--server-url", url)
+    assert code == 1 and err.count("\n") == 1 and "authentication_error" in err
+    code, out, err = cli(running, "jobs", "create", "echo", "--server-url", url, "--api-key", key)
+    assert code == 0, err
+    job_id = out.strip()
+    code, out, err = cli(running, "--api-key", key, "jobs", "status", job_id, "--json", "--server-url", url)
+    assert code == 0 and json.loads(out)["id"] == job_id, err
