@@ -47,7 +47,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -143,15 +145,22 @@ def registered_handlers() -> dict[str, Handler]:
 
 
 def load_handlers(modules: str | None) -> None:
-    """Import the handler modules of ``LONGOPS_HANDLERS`` (comma-separated import paths)."""
-    for name in (part.strip() for part in (modules or "").split(",")):
-        if not name:
-            continue
+    """Import the handler modules of ``LONGOPS_HANDLERS`` (comma-separated import paths).
+
+    The current directory is searched first, as ``python -m`` and ``uvicorn --app-dir .`` do, so a
+    ``handlers.py`` beside the command is found as ``handlers`` even when ``longops`` is an installed
+    script (whose own directory, not the current one, would otherwise head ``sys.path``).
+    """
+    names = [name for name in (part.strip() for part in (modules or "").split(",")) if name]
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:
             raise HandlerLoadError(
-                f"LONGOPS_HANDLERS: cannot import handler module {name!r}: {type(exc).__name__}: {exc}"
+                f"LONGOPS_HANDLERS: cannot import handler module {name!r} (searched the current directory "
+                f"{os.getcwd()} and the installed packages): {type(exc).__name__}: {exc}"
             ) from exc
 
 

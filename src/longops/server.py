@@ -6,9 +6,11 @@ import asyncio
 import gc
 import importlib.util
 import logging
+import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -18,12 +20,12 @@ from longops.api.header_limit import bounded_httptools
 from longops.engine.engine import Engine
 from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
-from longops.handlers import HandlerLoadError
+from longops.handlers import HandlerLoadError, load_handlers
 from longops.providers.config import ProvidersFileError
 from longops.settings import Settings
 from longops.store.api_keys import any_key_exists
-from longops.store.db import open_database, sqlite_path
-from longops.store.migrate import upgrade_database
+from longops.store.connect import OPEN_ERRORS, DatabaseUnavailable, open_upgraded, shown_url, unavailable
+from longops.store.db import sqlite_path
 
 log = logging.getLogger("longops")
 
@@ -58,35 +60,63 @@ def engine_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 class _Server(uvicorn.Server):
+    """Says "serving on …" once the app has started and the socket accepts connections, not before."""
+
+    def __init__(self, config: uvicorn.Config, announcement: str) -> None:
+        super().__init__(config)
+        self._announcement = announcement
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)  # the lifespan (database, engine) has started
-        freeze_startup_objects()
+        await super().startup(sockets)  # the lifespan (database, engine) has started, the socket listens
+        if not self.should_exit:
+            log.info("%s", self._announcement)
+            freeze_startup_objects()
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        """Ours replaces uvicorn's "running on socket …" line (which would name a file descriptor)."""
+
+
+def _not_alembic_boilerplate(record: logging.LogRecord) -> bool:
+    """Alembic's two set-up lines repeat at every migration check and say nothing to a reader; the
+    lines of migrations actually run stay."""
+    return not record.getMessage().startswith(("Context impl ", "Will assume "))
 
 
 def configure_logging(level: str) -> None:
+    """One format for our loggers and uvicorn's, each line written once (uvicorn's own logging
+    configuration is not installed: it would add handlers beside the root's)."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.migration").addFilter(_not_alembic_boilerplate)
 
 
 def serve(
     settings: Settings, *, host: str | None = None, port: int | None = None, run_engine: bool = True
 ) -> None:
-    """Run the API (and the engine unless ``run_engine`` is False) until SIGINT/SIGTERM."""
+    """Run the API (and the engine unless ``run_engine`` is False) until SIGINT/SIGTERM.
+
+    Everything a user can get wrong is checked before a database file is created or a port is taken,
+    each failure one :class:`StartupError` line: the handler modules, the directories it writes, the
+    database, the API keys, the SQLite engine lock, the bundled simulator's port, then the port.
+    """
     configure_logging(settings.log_level)
     host = host or settings.host
     port = port if port is not None else settings.port
     settings = settings.model_copy(update={"host": host, "port": port})  # the app decides open mode by it
-    _check_access(settings)
-    if run_engine:
-        _check_engine_slot(settings)
     try:
-        app = create_app(settings, run_engine=run_engine)
+        app = create_app(settings, run_engine=run_engine)  # imports the handlers: before any database
     except (HandlerLoadError, ProvidersFileError) as exc:
         raise StartupError(str(exc)) from exc
+    check_directories(settings, engine=run_engine)
+    _check_access(settings)
+    log_database(settings)
+    if run_engine:
+        _check_engine_slot(settings)
+        check_simulator_port(settings)
+    sock = _listening_socket(host, port)
     loop, http = fast_paths()
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        log_config=None,
         log_level=settings.log_level.lower(),
         lifespan="on",
         loop=loop,
@@ -99,21 +129,75 @@ def serve(
     )
     # One process per instance: the engine's leadership, workers and metrics are per process, so scale
     # out with more `longops serve` instances (PostgreSQL), not uvicorn --workers.
-    server = _Server(config)
-    log.info(
-        "longops serving on http://%s:%d (engine: %s; %s, %s)",
-        host,
-        port,
-        "on" if run_engine else "off",
-        loop,
-        http,
+    where = f"[{host}]" if ":" in host else host
+    server = _Server(
+        config,
+        f"longops serving on http://{where}:{sock.getsockname()[1]} "
+        f"(engine: {'on' if run_engine else 'off'}; {loop}, {http})",
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     except EngineSlotError as exc:
         raise StartupError(str(exc)) from exc
+    finally:
+        sock.close()
     if server.started is False and not server.should_exit:
         raise StartupError("the server did not start; see the log above")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The socket ``serve`` listens on, bound here so that a port in use is one line, not uvicorn's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop the process using it, or choose "
+            "another port with --port (LONGOPS_PORT) and --host (LONGOPS_HOST)"
+        ) from exc
+    return sock
+
+
+def check_simulator_port(settings: Settings) -> None:
+    """A fixed port for the bundled simulator (LONGOPS_SIMULATOR_PORT) must be free before starting."""
+    if settings.simulator_url is not None or settings.simulator_port == 0:
+        return
+    try:
+        socket.create_server(("127.0.0.1", settings.simulator_port)).close()
+    except OSError as exc:
+        raise StartupError(
+            f"LONGOPS_SIMULATOR_PORT={settings.simulator_port}: the bundled simulator cannot listen on "
+            f"127.0.0.1:{settings.simulator_port}: {exc.strerror or exc}; choose another port, or 0 for "
+            "any free one"
+        ) from exc
+
+
+def check_directories(settings: Settings, *, engine: bool) -> None:
+    """The directories this process will write, checked before anything starts: each must be, or be
+    creatable inside, a writable directory. Nothing is created here."""
+    wanted = [("FILES_DIR", settings.files_dir)]
+    if engine and settings.simulator_url is None:
+        wanted.append(("SIMULATOR_STATE_DIR", settings.simulator_state_dir))
+    for name, value in wanted:
+        path = Path(value).resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise StartupError(
+                f"LONGOPS_{name}={value}: {existing} is not a writable directory; "
+                f"set LONGOPS_{name} to a directory this process may write"
+            )
+
+
+def log_database(settings: Settings) -> None:
+    """Say which database this process uses: a SQLite file by its absolute path."""
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        log.info("database: SQLite file %s", path)
+    else:
+        log.info("database: %s", shown_url(settings.database_url))
 
 
 def _check_engine_slot(settings: Settings) -> None:
@@ -140,10 +224,8 @@ def _check_access(settings: Settings) -> None:
     """
     try:
         any_key, active_key = asyncio.run(_key_status(settings.database_url))
-    except Exception as exc:
-        raise StartupError(
-            f"cannot read the API keys from the database: {type(exc).__name__}: {exc}"
-        ) from exc
+    except DatabaseUnavailable as exc:
+        raise StartupError(str(exc)) from exc
     if active_key:
         return
     if not is_loopback_host(settings.host):
@@ -168,10 +250,11 @@ def _check_access(settings: Settings) -> None:
 
 async def _key_status(database_url: str) -> tuple[bool, bool]:
     """(any key was ever created, an unrevoked key exists)."""
-    db = open_database(database_url)
+    db = await open_upgraded(database_url)
     try:
-        await upgrade_database(db)
         return await any_key_exists(db), await any_key_exists(db, active_only=True)
+    except OPEN_ERRORS as exc:
+        raise unavailable(exc, database_url) from exc
     finally:
         await db.dispose()
 
@@ -180,15 +263,18 @@ def run_engine(settings: Settings) -> None:
     """Run the engine without the API until SIGINT/SIGTERM."""
     configure_logging(settings.log_level)
     try:
+        load_handlers(settings.handlers)  # before the database is opened (or a SQLite file created)
+        check_directories(settings, engine=True)
+        check_simulator_port(settings)
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
-    except (EngineSlotError, HandlerLoadError, ProvidersFileError) as exc:
+    except (EngineSlotError, HandlerLoadError, ProvidersFileError, DatabaseUnavailable) as exc:
         raise StartupError(str(exc)) from exc
 
 
 async def _engine_main(settings: Settings) -> None:
-    db = open_database(settings.database_url)
-    await upgrade_database(db)
+    db = await open_upgraded(settings.database_url)
+    log_database(settings)
     engine = Engine(settings, db, Metrics())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

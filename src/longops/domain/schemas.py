@@ -48,6 +48,10 @@ class ProviderBatchView(_Model):
     request_count: int
     last_polled_at: datetime | None
     error: ErrorDetail | None = None
+    # How the submission goes: attempts to create it at the provider so far, and when the leader next
+    # acts on it (submits it again while ``created``, polls it while ``running``); null once it ended.
+    submit_attempts: int = 0
+    next_action_at: datetime | None = None
 
 
 class Progress(_Model):
@@ -76,6 +80,27 @@ class Batch(_Model):
     provider_batches: list[ProviderBatchView] = Field(default_factory=list)
     stop_reason: str | None = None
     error: ErrorDetail | None = None
+
+    def waiting_on(self) -> str | None:
+        """Why an unfinished batch is not moving, in one line, from its provider batches: a submission
+        the leader retries (the provider's reason, the attempt, when the next one is due), a poll that
+        failed, or nothing sent yet. ``None`` once it has ended or while every part runs normally."""
+        if self.status.is_terminal:
+            return None
+        if not self.provider_batches:
+            return "not submitted yet: waiting for the leader to plan it"
+        for pb in self.provider_batches:
+            due = f"; next at {pb.next_action_at:%H:%M:%SZ}" if pb.next_action_at is not None else ""
+            if pb.error is not None and pb.status == ProviderBatchStatus.CREATED:
+                return (
+                    f"submission retrying after attempt {pb.submit_attempts}: "
+                    f"{pb.error.type}: {pb.error.message}{due}"
+                )
+            if pb.error is not None and pb.status == ProviderBatchStatus.RUNNING:
+                return f"polling retrying: {pb.error.type}: {pb.error.message}{due}"
+        if all(pb.status == ProviderBatchStatus.CREATED for pb in self.provider_batches):
+            return "not sent to the provider yet"
+        return None
 
 
 class ProviderInfo(_Model):

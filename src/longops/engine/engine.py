@@ -75,6 +75,7 @@ class Engine:
         self.is_leader = False
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._term: int | None = None
+        self._said_standby = False
 
     @property
     def role(self) -> str:
@@ -96,6 +97,7 @@ class Engine:
                     processing_seconds=self._settings.simulator_processing_seconds,
                     error_rate=self._settings.simulator_error_rate,
                     state_dir=self._settings.simulator_state_dir,
+                    port=self._settings.simulator_port,
                 )
             )
             log.info("bundled simulator provider listening at %s", simulator_url)
@@ -170,11 +172,25 @@ class Engine:
             try:
                 acquired = await self._leadership.try_acquire()
             except Exception as exc:  # database down: stay standby and retry
-                log.warning("leader election failed: %s", exc)
+                log.warning(
+                    "leader election failed (%s); this instance stays standby and tries again in "
+                    "about %g s (LONGOPS_LEADER_RETRY_SECONDS)",
+                    exc,
+                    self._settings.leader_retry_seconds,
+                )
                 acquired = False
             if acquired:
                 await self._become_leader()
             else:
+                if not self._said_standby:
+                    self._said_standby = True  # said once per stretch as standby, not every retry
+                    log.info(
+                        "this instance (%s) is standby: another instance leads (lock %r); it tries "
+                        "to take over every %g s (LONGOPS_LEADER_RETRY_SECONDS)",
+                        self.instance,
+                        self._settings.leader_lock_name,
+                        self._settings.leader_retry_seconds,
+                    )
                 await self._pause(self._settings.leader_retry_seconds * random.uniform(0.8, 1.2))
                 return
         if not await self._leadership.still_leader():
@@ -204,6 +220,7 @@ class Engine:
     async def _become_leader(self) -> None:
         self._term = await begin_term(self._db, self._settings.leader_lock_name, self.instance, self._clock())
         log.info("this instance (%s) is now the leader, term %d", self.instance, self._term)
+        self._said_standby = False
         self.is_leader = True
         self._metrics.leader.set(1)
         self._runner = LoopRunner(self.leader_loops(self._db.fenced(term_fence(self._term))))

@@ -275,6 +275,8 @@ _PB_VIEW_COLUMNS = (
     "request_count",
     "last_polled_at",
     "error",
+    "submit_attempts",
+    "next_action_at",
 )
 _BATCH_VIEW_COLUMNS = (
     "id",

@@ -185,7 +185,7 @@ async def finalize_batches_if_done(
     if not candidates:
         return {}
     # A new statement, so a new snapshot (READ COMMITTED) taken after the locks above were granted.
-    states = await conn.execute(
+    found = await conn.execute(
         select(
             jobs.c.id,
             _count(
@@ -201,6 +201,10 @@ async def finalize_batches_if_done(
         ).where(jobs.c.id.in_(list(candidates)))
     )
     ending: dict[tuple[JobStatus, StopReason | None], dict[str, dict[str, Any]]] = {}
+    states = found.all()
+    reasons = await _provider_reasons(
+        conn, [job_id for job_id, open_pbs, failed in states if failed and not open_pbs]
+    )
     for job_id, open_pbs, failed_pbs in states:
         if open_pbs:
             continue
@@ -214,6 +218,8 @@ async def finalize_batches_if_done(
         values: dict[str, Any] = {}  # error is NULL unless named
         if outcome.status == JobStatus.FAILED:
             message = f"no request succeeded ({counts.errored} errored)"
+            if job_id in reasons:
+                message += f"; the provider said: {reasons[job_id]}"
             values["error"] = {"type": "batch_failed", "message": message}
         ending.setdefault((outcome.status, outcome.stop_reason), {})[job_id] = values
     with_callback = {job_id for job_id, job in candidates.items() if job["callback_url"] is not None}
@@ -222,6 +228,26 @@ async def finalize_batches_if_done(
         won = await finish_jobs(conn, status, now, rows, stop_reason=stop_reason, with_callback=with_callback)
         ended.update(dict.fromkeys(won, status))
     return ended
+
+
+async def _provider_reasons(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str, str]:
+    """Why each job's failed provider batches failed, in the provider's words: its distinct errors in
+    request order, so a batch that fails says at the top level what the provider refused."""
+    if not job_ids:
+        return {}
+    rows = await conn.execute(
+        select(provider_batches.c.job_id, provider_batches.c.error)
+        .where(
+            provider_batches.c.job_id.in_(job_ids),
+            provider_batches.c.status == ProviderBatchStatus.FAILED,
+            provider_batches.c.error.is_not(None),
+        )
+        .order_by(provider_batches.c.job_id, provider_batches.c.first_seq)
+    )
+    distinct: dict[str, dict[str, None]] = {}
+    for job_id, error in rows:
+        distinct.setdefault(job_id, {})[f"{error['type']}: {error['message']}"] = None
+    return {job_id: "; ".join(errors) for job_id, errors in distinct.items()}
 
 
 async def lock_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> Sequence[RowMapping]:

@@ -18,6 +18,7 @@ from longops.domain.schemas import (
     ProviderBatchView,
     RequestCounts,
 )
+from longops.domain.statuses import ProviderBatchStatus
 
 LLM_BATCH = "llm_batch"
 
@@ -56,6 +57,8 @@ def provider_batch_view(row: Mapping[Any, Any]) -> ProviderBatchView:
         request_count=row["request_count"],
         last_polled_at=row["last_polled_at"],
         error=_error(row["error"]),
+        submit_attempts=row["submit_attempts"],
+        next_action_at=None if ProviderBatchStatus(row["status"]).is_terminal else row["next_action_at"],
     )
 
 

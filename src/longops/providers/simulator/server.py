@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -49,26 +51,45 @@ def run(
     state_dir: str | None,
     cancel_seconds: float = 1.0,
 ) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+    """Serve until interrupted (Ctrl-C / SIGTERM). A port that cannot be taken raises ``OSError``
+    before anything starts (bound here rather than by uvicorn, which would log and exit)."""
     app = build_app(
         processing_seconds=processing_seconds,
         error_rate=error_rate,
         state_dir=state_dir,
         cancel_seconds=cancel_seconds,
     )
-    uvicorn.run(app, host=host, port=port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, port), family=family) as sock:
+        uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
+
+
+_embedded_task = contextvars.ContextVar("longops_embedded_simulator", default=False)
+
+
+def _not_from_embedded(record: logging.LogRecord) -> bool:
+    """uvicorn's lifecycle lines ("Started server process", "Shutting down", …) of an embedded
+    simulator would repeat the host server's own, so those below WARNING are dropped."""
+    return record.levelno >= logging.WARNING or not _embedded_task.get()
+
+
+logging.getLogger("uvicorn.error").addFilter(_not_from_embedded)
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """Leaves signal handling to the host program (pytest, the engine)."""
+    """Leaves signal handling to the host program (pytest, the engine); logs only warnings."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        _embedded_task.set(True)  # this task's (or thread's) own context: the host's lines still show
+        await super().serve(sockets)
 
-def _embedded(app: Starlette) -> tuple[_EmbeddedServer, socket.socket, str]:
-    sock = socket.create_server(("127.0.0.1", 0))
+
+def _embedded(app: Starlette, port: int = 0) -> tuple[_EmbeddedServer, socket.socket, str]:
+    sock = socket.create_server(("127.0.0.1", port))
     config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=1)
     return _EmbeddedServer(config), sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
@@ -81,8 +102,10 @@ async def start_embedded(
     state_dir: str | None = None,
     cancel_seconds: float = 0.0,
     expiry_seconds: float = DAY_SECONDS,
+    port: int = 0,
 ) -> AsyncIterator[str]:
-    """Serve in the current event loop; yields the base URL (``http://127.0.0.1:PORT``)."""
+    """Serve in the current event loop on ``port`` (0: any free one); yields the base URL
+    (``http://127.0.0.1:PORT``). A port in use raises ``OSError`` before anything is served."""
     app = build_app(
         processing_seconds=processing_seconds,
         error_rate=error_rate,
@@ -90,7 +113,7 @@ async def start_embedded(
         cancel_seconds=cancel_seconds,
         expiry_seconds=expiry_seconds,
     )
-    server, sock, url = _embedded(app)
+    server, sock, url = _embedded(app, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:  # uvicorn offers no startup event
