@@ -14,6 +14,7 @@ import uvicorn
 
 from longops.api.app import create_app
 from longops.api.auth import DEFAULT_ORG, is_loopback_host
+from longops.domain.prices import PriceError
 from longops.engine.engine import Engine
 from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
@@ -73,13 +74,13 @@ def serve(
     host = host or settings.host
     port = port if port is not None else settings.port
     settings = settings.model_copy(update={"host": host, "port": port})  # the app decides open mode by it
+    try:  # first: a bad handlers setting or prices file is reported before the database is touched
+        app = create_app(settings, run_engine=run_engine)
+    except (HandlerLoadError, PriceError) as exc:
+        raise StartupError(str(exc)) from exc
     _check_access(settings)
     if run_engine:
         _check_engine_slot(settings)
-    try:
-        app = create_app(settings, run_engine=run_engine)
-    except HandlerLoadError as exc:
-        raise StartupError(str(exc)) from exc
     loop, http = fast_paths()
     config = uvicorn.Config(
         app,
@@ -176,7 +177,7 @@ def run_engine(settings: Settings) -> None:
     try:
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
-    except (EngineSlotError, HandlerLoadError) as exc:
+    except (EngineSlotError, HandlerLoadError, PriceError) as exc:
         raise StartupError(str(exc)) from exc
 
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
         DEFAULT_MAX_JSON_DEPTH, ge=1, le=256
     )  # deeper would reach Python's recursion limit
     handlers: str | None = None
+    prices_file: str | None = None  # TOML [[prices]] rows over the bundled table (docs/cost.md)
     retention_days: float = Field(30.0, gt=0)
     log_level: str = "INFO"
     access_log: bool = True

@@ -17,6 +17,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+from longops.domain.prices import PriceTable
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
 from longops.engine.metrics import Metrics
@@ -26,6 +27,7 @@ from longops.engine.submitter import Submitter
 from longops.engine.webhooks import WebhookDispatcher
 from longops.engine.workers import Workers, bound_handlers
 from longops.handlers import load_handlers
+from longops.pricing import load_price_table
 from longops.providers.registry import ProviderRegistry, build_registry, configured_providers
 from longops.settings import Settings
 from longops.store.db import Database, sqlite_path
@@ -49,10 +51,13 @@ def make_leadership(settings: Settings, db: Database) -> Leadership:
 
 
 class Engine:
-    def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, metrics: Metrics, prices: PriceTable | None = None
+    ) -> None:
         self._settings = settings
         self._db = db
         self._metrics = metrics
+        self._prices = prices if prices is not None else load_price_table(settings)
         self._leadership = make_leadership(settings, db)
         self._registry: ProviderRegistry | None = None
         self._runner: LoopRunner | None = None
@@ -120,14 +125,14 @@ class Engine:
         assert self._registry is not None
         return [
             Submitter(db, self._registry, self._settings, self._metrics),
-            Poller(db, self._registry, self._settings, self._metrics),
+            Poller(db, self._registry, self._settings, self._metrics, self._prices),
             Pruner(db, self._settings),
         ]
 
     def shared_loops(self) -> list[Loop]:
         """Loops that run on every instance, leader or not."""
         assert self._workers is not None
-        return [WebhookDispatcher(self._db, self._settings), self._workers]
+        return [WebhookDispatcher(self._db, self._settings, prices=self._prices), self._workers]
 
     async def _lead(self) -> None:
         while not self._stopping.is_set():

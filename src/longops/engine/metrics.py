@@ -27,3 +27,14 @@ class Metrics:
         self.poll_duration = Histogram("longops_poll_cycle_seconds", "Duration of one poll cycle", registry=r)
         self.submitted = Counter("longops_provider_batches_submitted", "Provider batches created", registry=r)
         self.submit_errors = Counter("longops_submit_errors", "Failed or uncertain submissions", registry=r)
+        # Exposed as longops_tokens_total{provider,model,kind} and longops_cost_usd_total{provider,model};
+        # kind is a usage field without "_tokens" (reasoning is part of output: never add the two).
+        self.tokens = Counter(
+            "longops_tokens", "Tokens of the results written", ["provider", "model", "kind"], registry=r
+        )
+        self.cost_usd = Counter(
+            "longops_cost_usd",
+            "Cost in USD of the results written (priced models)",
+            ["provider", "model"],
+            registry=r,
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -12,15 +12,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.ids import new_id
+from longops.domain.prices import PriceTable
 from longops.domain.requests import BatchRequest
 from longops.domain.schemas import Batch
 from longops.domain.statuses import ItemStatus, JobStatus, StopReason
 from longops.store.db import Database
 from longops.store.items import close_items
 from longops.store.reads import DriverQuery
-from longops.store.tables import items, jobs, provider_batches
+from longops.store.tables import batch_usage, items, jobs, provider_batches
 from longops.store.transitions import finish_job
 from longops.store.types import utcnow
+from longops.store.usage import UsageSum, batch_usage_by_model, usage_sum_of
 from longops.store.views import LLM_BATCH, batch_view, group_by_job
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -242,8 +244,11 @@ async def get_job_row(conn: AsyncConnection, org_id: str, job_id: str) -> RowMap
     return row
 
 
-async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) -> list[Batch]:
-    """Batch objects for job rows, with their provider batches fetched in one query."""
+async def load_batches(
+    conn: AsyncConnection, job_rows: Sequence[RowMapping], prices: PriceTable
+) -> list[Batch]:
+    """Batch objects for job rows, with their provider batches fetched in one query and their usage
+    in another."""
     ids = [row["id"] for row in job_rows]
     pbs = (
         (
@@ -259,7 +264,8 @@ async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) ->
         else []
     )
     by_job = group_by_job(pbs)
-    return [batch_view(row, by_job.get(row["id"], [])) for row in job_rows]
+    usage = await batch_usage_by_model(conn, [row["id"] for row in job_rows if any_final(row)])
+    return [batch_view(row, by_job.get(row["id"], []), usage.get(row["id"], {}), prices) for row in job_rows]
 
 
 # ``GET /v1/batches/{id}``, what clients poll: one statement run on the driver (``store.reads``),
@@ -313,12 +319,23 @@ _GET_BATCH = DriverQuery(
 )
 
 
-async def get_batch(db: Database, org_id: str, job_id: str) -> Batch:
+_GET_BATCH_USAGE = DriverQuery(select(batch_usage).where(batch_usage.c.job_id == bindparam("job_id")))
+
+
+def any_final(job: Mapping[Any, Any]) -> bool:
+    """Whether any item of the job is final: before that, it has no usage to read."""
+    return bool(job["n_succeeded"] or job["n_errored"] or job["n_cancelled"] or job["n_expired"])
+
+
+async def get_batch(db: Database, org_id: str, job_id: str, prices: PriceTable) -> Batch:
     rows = await _GET_BATCH.all(db, job_id=job_id, org_id=org_id)
     if not rows:
         raise JobNotFound(job_id)
     pbs = [{name: row[f"pb_{name}"] for name in _PB_VIEW_COLUMNS} for row in rows if row["pb_id"] is not None]
-    return batch_view(rows[0], pbs)
+    usage: dict[str, UsageSum] = {}
+    if any_final(rows[0]):  # a second point read, only once results have arrived
+        usage = {row["model"]: usage_sum_of(row) for row in await _GET_BATCH_USAGE.all(db, job_id=job_id)}
+    return batch_view(rows[0], pbs, usage, prices)
 
 
 async def list_job_rows(

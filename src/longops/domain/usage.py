@@ -1,0 +1,103 @@
+"""Token usage of one result, normalized across provider response shapes (DESIGN §10). Pure.
+
+Every shape maps to the same five counts, so that cost is one formula whatever the provider:
+
+* ``input_tokens`` — input neither read from nor written to a cache;
+* ``output_tokens`` — all output, reasoning included;
+* ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` — input read from / written to a cache;
+* ``reasoning_tokens`` — the part of ``output_tokens`` that was reasoning: shown, never charged twice.
+
+Shapes, recognized by their fields (a count the provider does not report is 0):
+
+=====================  ==========================================================================
+Anthropic message      ``usage.input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
+                       ``cache_creation_input_tokens`` (already disjoint; reasoning not reported)
+OpenAI chat / legacy   ``usage.prompt_tokens`` − ``prompt_tokens_details.cached_tokens`` = input;
+completions            ``completion_tokens`` = output; ``completion_tokens_details.reasoning_tokens``
+OpenAI Responses       ``usage.input_tokens`` − ``input_tokens_details.cached_tokens`` = input;
+                       ``output_tokens``; ``output_tokens_details.reasoning_tokens``
+OpenAI embeddings      ``usage.prompt_tokens`` = input (no ``completion_tokens``)
+=====================  ==========================================================================
+
+Responses and Anthropic both say ``input_tokens``; a Responses body is told apart by its
+``object: "response"`` or by the ``*_details`` / ``total_tokens`` fields Anthropic never sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(Usage)}
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+ZERO = Usage()
+
+
+def _count(container: Any, name: str) -> int:
+    """A non-negative integer count, or 0 where the provider sent none (or something else)."""
+    if not isinstance(container, Mapping):
+        return 0
+    value = container.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
+def usage_of_response(body: Any) -> Usage | None:
+    """The usage of one response body (see the module docstring), or None if it reports none."""
+    if not isinstance(body, Mapping):
+        return None
+    usage = body.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    if "prompt_tokens" in usage:  # chat completions, legacy completions, embeddings
+        cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
+        return Usage(
+            input_tokens=max(_count(usage, "prompt_tokens") - cached, 0),
+            output_tokens=_count(usage, "completion_tokens"),
+            cache_read_input_tokens=cached,
+            reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
+        )
+    if "input_tokens" not in usage and "output_tokens" not in usage:
+        return None
+    if body.get("object") == "response" or any(
+        name in usage for name in ("input_tokens_details", "output_tokens_details", "total_tokens")
+    ):
+        cached = _count(usage.get("input_tokens_details"), "cached_tokens")
+        return Usage(
+            input_tokens=max(_count(usage, "input_tokens") - cached, 0),
+            output_tokens=_count(usage, "output_tokens"),
+            cache_read_input_tokens=cached,
+            reasoning_tokens=_count(usage.get("output_tokens_details"), "reasoning_tokens"),
+        )
+    return Usage(
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        cache_read_input_tokens=_count(usage, "cache_read_input_tokens"),
+        cache_creation_input_tokens=_count(usage, "cache_creation_input_tokens"),
+    )
+
+
+def model_of_response(body: Any) -> str | None:
+    """The model a response says answered it (what was billed), if it says."""
+    if isinstance(body, Mapping):
+        model = body.get("model")
+        if isinstance(model, str) and model:
+            return model[:128]
+    return None
