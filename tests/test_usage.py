@@ -263,7 +263,8 @@ async def test_usage_groups_by_any_keys_and_shows_only_the_callers_organization(
     async with harness(settings) as h:
         await h.api.get("/healthz")  # the app has migrated the database
         keys = {org: create_key_now_async(settings.database_url, org) for org in ("acme", "globex")}
-        acme, globex = bearer(await keys["acme"]), bearer(await keys["globex"])
+        acme_key = await keys["acme"]
+        acme, globex = bearer(acme_key), bearer(await keys["globex"])
         h.api.headers.update(acme)
         first = await h.create_batch(
             [cached_request(i, "a" * (i + 1), "claude-sonnet-4-5") for i in range(3)]
@@ -307,6 +308,13 @@ async def test_usage_groups_by_any_keys_and_shows_only_the_callers_organization(
         h.api.headers.update(globex)
         [theirs] = (await h.api.get("/v1/usage", params={"group_by": "model"})).json()["data"]
         assert (theirs["model"], theirs["requests"]) == ("claude-sonnet-4-5", 1)
+        # the CLI shows the same report (run in a thread: the server runs on this loop)
+        args = ["--server-url", str(h.api.base_url), "--api-key", acme_key, "usage", "--group-by", "model"]
+        as_json = await asyncio.to_thread(CliRunner().invoke, cli_app, [*args, "--json"])
+        assert as_json.exit_code == 0, as_json.output
+        assert json.loads(as_json.output)["data"] == by_model
+        table = await asyncio.to_thread(CliRunner().invoke, cli_app, args)
+        assert table.exit_code == 0 and "claude-haiku-4-5" in table.output, table.output
 
 
 async def create_key_now_async(database_url: str, org: str) -> str:

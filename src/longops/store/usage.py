@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, bindparam, func, select, text
+from sqlalchemy import Date, Select, bindparam, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -139,11 +139,10 @@ class DailyUsage:
     total: UsageSum
 
 
-async def daily_usage(
-    conn: AsyncConnection, org_id: str, *, first_day: date | None, last_day: date | None, by_day: bool
-) -> list[DailyUsage]:
-    """The organization's usage per provider and model (and day, if ``by_day``) between these days,
-    both included: one range read of ``usage_daily``'s primary key (``org_id``, ``day``)."""
+def daily_usage_query(
+    org_id: str, *, first_day: date | None, last_day: date | None, by_day: bool
+) -> Select[Any]:
+    """The statement of :func:`daily_usage` (``bench/usage.py`` shows its plan)."""
     keys = [usage_daily.c.provider, usage_daily.c.model, *([usage_daily.c.day] if by_day else [])]
     query = (
         select(
@@ -159,6 +158,15 @@ async def daily_usage(
         query = query.where(usage_daily.c.day >= first_day)
     if last_day is not None:
         query = query.where(usage_daily.c.day <= last_day)
+    return query
+
+
+async def daily_usage(
+    conn: AsyncConnection, org_id: str, *, first_day: date | None, last_day: date | None, by_day: bool
+) -> list[DailyUsage]:
+    """The organization's usage per provider and model (and day, if ``by_day``) between these days,
+    both included: one range read of ``usage_daily``'s primary key (``org_id``, ``day``)."""
+    query = daily_usage_query(org_id, first_day=first_day, last_day=last_day, by_day=by_day)
     rows = (await conn.execute(query)).mappings()
     return [
         DailyUsage(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -15,11 +14,12 @@ from longops.domain.estimate import estimate_batch
 from longops.domain.prices import decimal_text
 from longops.domain.requests import parse_requests
 from longops.domain.schemas import BatchEstimate, EstimateCost, Price, PriceList, UsageReport, UsageRow
+from longops.domain.usage import USAGE_FIELDS
 from longops.domain.usage_query import UsageQueryError, day_range, parse_group_by
 from longops.providers.protocols import basis_of, protocol_of
 from longops.providers.registry import not_configured_reason
-from longops.store.usage import DailyUsage, UsageSum, daily_usage
-from longops.store.views import cost_view, usage_counts
+from longops.store.usage import DailyUsage, daily_usage
+from longops.store.views import cost_view
 
 batch_router = APIRouter(prefix="/v1/batches", tags=["batches"])
 router = APIRouter(prefix="/v1", tags=["usage"])
@@ -83,18 +83,16 @@ def _order(group: tuple[tuple[str | None, ...], list[DailyUsage]]) -> tuple[str,
     return (day or "", provider or "", model or "")
 
 
-def _usage_row(key: tuple[str | None, ...], members: Iterable[DailyUsage], state: State) -> UsageRow:
+def _usage_row(key: tuple[str | None, ...], members: list[DailyUsage], state: State) -> UsageRow:
     provider, model, day = key
-    members = list(members)
-    total = sum((m.total for m in members), UsageSum())
-    cost = cost_view(state.prices, ((m.provider, m.model, m.total.usage) for m in members))
+    tokens = {name: sum(getattr(m.total.usage, name) for m in members) for name in USAGE_FIELDS}
     return UsageRow(
         provider=provider,
         model=model,
         day=day,
-        requests=total.requests,
-        **usage_counts(total.usage).model_dump(),
-        cost=cost,
+        requests=sum(m.total.requests for m in members),
+        **tokens,
+        cost=cost_view(state.prices, ((m.provider, m.model, m.total.usage) for m in members)),
     )
 
 
