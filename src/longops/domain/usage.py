@@ -25,13 +25,14 @@ Responses and Anthropic both say ``input_tokens``; a Responses body is told apar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 0.5 µs more per result to create
 class Usage:
+    """Never mutated: treat as a value."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
@@ -64,20 +65,18 @@ ZERO = Usage()
 
 def _count(container: Any, name: str) -> int:
     """A non-negative integer count, or 0 where the provider sent none (or something else)."""
-    if not isinstance(container, Mapping):
+    if type(container) is not dict:  # decoded JSON; not isinstance(Mapping): 10x slower per result
         return 0
     value = container.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if type(value) is not int or value < 0:  # bool is not int here, as intended
         return 0
     return value
 
 
 def usage_of_response(body: Any) -> Usage | None:
-    """The usage of one response body (see the module docstring), or None if it reports none."""
-    if not isinstance(body, Mapping):
-        return None
-    usage = body.get("usage")
-    if not isinstance(usage, Mapping):
+    """The usage of one decoded response body (see the module docstring), or None if it reports none."""
+    usage = body.get("usage") if type(body) is dict else None
+    if type(usage) is not dict:
         return None
     if "prompt_tokens" in usage:  # chat completions, legacy completions, embeddings
         cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
@@ -89,8 +88,11 @@ def usage_of_response(body: Any) -> Usage | None:
         )
     if "input_tokens" not in usage and "output_tokens" not in usage:
         return None
-    if body.get("object") == "response" or any(
-        name in usage for name in ("input_tokens_details", "output_tokens_details", "total_tokens")
+    if (
+        body.get("object") == "response"
+        or "input_tokens_details" in usage
+        or "output_tokens_details" in usage
+        or "total_tokens" in usage
     ):
         cached = _count(usage.get("input_tokens_details"), "cached_tokens")
         return Usage(
@@ -100,17 +102,14 @@ def usage_of_response(body: Any) -> Usage | None:
             reasoning_tokens=_count(usage.get("output_tokens_details"), "reasoning_tokens"),
         )
     return Usage(
-        input_tokens=_count(usage, "input_tokens"),
-        output_tokens=_count(usage, "output_tokens"),
-        cache_read_input_tokens=_count(usage, "cache_read_input_tokens"),
-        cache_creation_input_tokens=_count(usage, "cache_creation_input_tokens"),
+        _count(usage, "input_tokens"),
+        _count(usage, "output_tokens"),
+        _count(usage, "cache_read_input_tokens"),
+        _count(usage, "cache_creation_input_tokens"),
     )
 
 
 def model_of_response(body: Any) -> str | None:
     """The model a response says answered it (what was billed), if it says."""
-    if isinstance(body, Mapping):
-        model = body.get("model")
-        if isinstance(model, str) and model:
-            return model[:128]
-    return None
+    model = body.get("model") if type(body) is dict else None
+    return model[:128] if type(model) is str and model else None

@@ -336,8 +336,8 @@ def _succeeded(custom_id: str, message_json: str, message: Any) -> ProviderResul
         ItemStatus.SUCCEEDED,
         message_json,
         None,
-        usage=usage_of_response(message),
-        model=model_of_response(message),
+        usage_of_response(message),
+        model_of_response(message),
     )
 
 

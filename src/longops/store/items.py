@@ -248,15 +248,38 @@ async def _ingest_portable(
                 "b_response": change.response_json,
                 "b_error": change.error,
                 "b_model": _model_key(change),
-                **{f"b_{name}": value for name, value in (change.usage or ZERO).as_dict().items()},
+                **_usage_params(change.usage or ZERO),
             }
             for job_id, change in changes
         ],
     )
     written = Written()
     for job_id, change in changes:
-        written.add(job_id, change.status, 1, _model_key(change), change.usage)
+        written.counts.setdefault(job_id, Counter())[change.status] += 1
+    usage: dict[tuple[str, str], list[int]] = {}
+    for job_id, change in changes:
+        if change.usage is not None:
+            sums = usage.setdefault((job_id, _model_key(change) or "unknown"), [0] * 6)
+            u = change.usage
+            sums[0] += 1
+            sums[1] += u.input_tokens
+            sums[2] += u.output_tokens
+            sums[3] += u.cache_read_input_tokens
+            sums[4] += u.cache_creation_input_tokens
+            sums[5] += u.reasoning_tokens
+    written.usage = {key: UsageSum(sums[0], Usage(*sums[1:])) for key, sums in usage.items()}
     return written
+
+
+def _usage_params(usage: Usage) -> dict[str, int]:
+    # Spelled out (not a loop over the fields): this runs once per result written.
+    return {
+        "b_input_tokens": usage.input_tokens,
+        "b_output_tokens": usage.output_tokens,
+        "b_cache_read_input_tokens": usage.cache_read_input_tokens,
+        "b_cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "b_reasoning_tokens": usage.reasoning_tokens,
+    }
 
 
 @dataclass(frozen=True, slots=True)
