@@ -82,7 +82,7 @@ async def fill(url: str) -> None:
         explain = "EXPLAIN ANALYZE" if db.is_postgres else "EXPLAIN QUERY PLAN"
         plan = (await conn.execute(text(f"{explain} {compiled}"))).all()
     await db.dispose()
-    print(f"  usage_daily: {total[1]} rows, {total[0]} results")
+    print(f"  usage_daily: {total[1]} rows, {int(total[0])} results")
     print("  plan:")
     for row in plan:
         print("    " + " | ".join(str(v) for v in row if v is not None))
