@@ -135,8 +135,9 @@ async def world(make_settings: Any, tmp_path: Path) -> AsyncIterator[World]:
         yield World(app, client, a, b, revoked.secret)
 
 
-# Lists of what the server offers, the same for every organization (and holding no ids).
-SERVER_WIDE_LISTS = frozenset({"/v1/providers"})
+# Lists of what the server offers, the same for every organization (and holding no ids), and the
+# usage report (sums; its organization scoping is tested in test_usage.py).
+SERVER_WIDE_LISTS = frozenset({"/v1/providers", "/v1/prices", "/v1/usage"})
 
 
 async def listed_ids(world: World, tenant: Tenant) -> dict[str, set[str]]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from longops.domain.price_table import BUNDLED_PRICES
+from longops.domain.prices import PriceTable
 from longops.domain.requests import BatchRequest
 from longops.store import api_keys
 from longops.store import job_queue as queue
@@ -19,6 +21,8 @@ from longops.store import jobs as job_store
 from longops.store.db import Database
 from longops.store.tables import jobs, provider_batches
 from longops.store.types import utcnow
+
+PRICES = PriceTable(BUNDLED_PRICES)
 
 
 def _comparable(row: Any) -> dict[str, Any]:
@@ -55,7 +59,7 @@ async def test_bulk_create_stores_what_create_job_stores(db: Database) -> None:
 async def _batch_through_sqlalchemy(db: Database, org: str, batch_id: str) -> Any:
     async with db.read() as conn:
         row = await job_store.get_job_row(conn, org, batch_id)
-        return (await job_store.load_batches(conn, [row]))[0]
+        return (await job_store.load_batches(conn, [row], PRICES))[0]
 
 
 async def test_get_batch_on_the_driver_matches_sqlalchemy(db: Database) -> None:
@@ -63,7 +67,7 @@ async def test_get_batch_on_the_driver_matches_sqlalchemy(db: Database) -> None:
     batch_id, _ = await job_store.create_batch(
         db, job_store.NewBatch(org_id="acme", provider="simulator", requests=requests, metadata={"k": [1]})
     )
-    assert await job_store.get_batch(db, "acme", batch_id) == await _batch_through_sqlalchemy(
+    assert await job_store.get_batch(db, "acme", batch_id, PRICES) == await _batch_through_sqlalchemy(
         db, "acme", batch_id
     )
 
@@ -94,16 +98,16 @@ async def test_get_batch_on_the_driver_matches_sqlalchemy(db: Database) -> None:
             .where(jobs.c.id == batch_id)
             .values(status="completed", n_succeeded=4, n_errored=1, completed_at=now, started_at=now)
         )
-    fast = await job_store.get_batch(db, "acme", batch_id)
+    fast = await job_store.get_batch(db, "acme", batch_id, PRICES)
     assert fast == await _batch_through_sqlalchemy(db, "acme", batch_id)
     assert [pb.provider_batch_id for pb in fast.provider_batches] == ["msgbatch_1", "msgbatch_0"]
     assert fast.completed_at is not None and fast.completed_at.utcoffset() is not None
 
     with pytest.raises(job_store.JobNotFound):
-        await job_store.get_batch(db, "other-org", batch_id)
+        await job_store.get_batch(db, "other-org", batch_id, PRICES)
     generic, _ = await queue.create_job(db, queue.NewJob("acme", "export", None, 1, 1.0))
     with pytest.raises(job_store.JobNotFound):
-        await job_store.get_batch(db, "acme", generic["id"])
+        await job_store.get_batch(db, "acme", generic["id"], PRICES)
 
 
 async def test_key_lookup_on_the_driver(db: Database) -> None:

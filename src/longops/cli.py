@@ -566,6 +566,77 @@ def results(
 
 
 @_client_command(app)
+def estimate(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
+    ],
+    provider: Annotated[
+        str, typer.Option(metavar="NAME", help="Provider the batch would run on, e.g. anthropic.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON estimate.")] = False,
+) -> None:
+    """Estimate what submitting FILE would cost (a dry run: the server stores nothing)."""
+    requests = _read_requests(file)
+    with _client(ctx) as client:
+        found = client.batches.estimate(provider=provider, requests=requests)
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    console = _console()
+    console.print(f"requests                {found.requests}", markup=False)
+    console.print(f"estimated input tokens  {found.estimated_input_tokens}", markup=False)
+    console.print(f"max output tokens       {found.max_output_tokens}", markup=False)
+    cost = found.cost
+    console.print(f"cost (USD, {cost.basis})       {cost.low} – {cost.high}", markup=False)
+    if found.unpriced_models:
+        console.print(f"unpriced models         {', '.join(found.unpriced_models)}", markup=False)
+
+
+_USAGE_COLUMNS = ("day", "provider", "model", "requests", "input", "output", "cache read", "cache write")
+
+
+@_client_command(app)
+def usage(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(metavar="DATE", help="First day (YYYY-MM-DD or an ISO time, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Last day, included (YYYY-MM-DD or an ISO time).")
+    ] = None,
+    group_by: Annotated[
+        str,
+        typer.Option(metavar="KEYS", help="Comma-separated keys: provider, model, day (empty: one total)."),
+    ] = "provider,model,day",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON report.")] = False,
+) -> None:
+    """Tokens and cost of your organization's batches, by provider, model and UTC day."""
+    with _client(ctx) as client:
+        report = client.usage.list(start=since, end=until, group_by=group_by)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    table = Table(*_USAGE_COLUMNS, Column("cost (USD)", justify="right"), box=box.SIMPLE_HEAD)
+    for row in report.data:
+        cost = row.cost.amount + (
+            f" + unpriced: {', '.join(row.cost.unpriced_models)}" if row.cost.unpriced_models else ""
+        )
+        table.add_row(
+            row.day or "",
+            row.provider or "",
+            row.model or "",
+            str(row.requests),
+            str(row.input_tokens),
+            str(row.output_tokens),
+            str(row.cache_read_input_tokens),
+            str(row.cache_creation_input_tokens),
+            cost,
+        )
+    _console().print(table)
+
+
+@_client_command(app)
 def cancel(
     ctx: typer.Context, id: Annotated[str, typer.Argument(metavar="ID", help="A batch or job id.")]
 ) -> None:

@@ -17,6 +17,7 @@ import uvicorn
 from longops.api.app import create_app
 from longops.api.auth import DEFAULT_ORG, is_loopback_host
 from longops.api.header_limit import bounded_httptools
+from longops.domain.prices import PriceError
 from longops.engine.engine import Engine
 from longops.engine.leadership import EngineSlotError, SQLiteLeadership
 from longops.engine.metrics import Metrics
@@ -102,9 +103,9 @@ def serve(
     host = host or settings.host
     port = port if port is not None else settings.port
     settings = settings.model_copy(update={"host": host, "port": port})  # the app decides open mode by it
-    try:
-        app = create_app(settings, run_engine=run_engine)  # imports the handlers: before any database
-    except (HandlerLoadError, ProvidersFileError) as exc:
+    try:  # first: a bad handlers setting, providers file or prices file is reported before the database
+        app = create_app(settings, run_engine=run_engine)
+    except (HandlerLoadError, ProvidersFileError, PriceError) as exc:
         raise StartupError(str(exc)) from exc
     check_directories(settings, engine=run_engine)
     _check_access(settings)
@@ -268,7 +269,7 @@ def run_engine(settings: Settings) -> None:
         check_simulator_port(settings)
         with asyncio.Runner(loop_factory=engine_loop_factory()) as runner:
             runner.run(_engine_main(settings))
-    except (EngineSlotError, HandlerLoadError, ProvidersFileError, DatabaseUnavailable) as exc:
+    except (EngineSlotError, HandlerLoadError, ProvidersFileError, PriceError, DatabaseUnavailable) as exc:
         raise StartupError(str(exc)) from exc
 
 

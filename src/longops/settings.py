@@ -155,6 +155,9 @@ class Settings(BaseSettings):
         None,
         description="comma-separated modules of job handlers, current directory first; see docs/jobs.md",
     )
+    prices_file: str | None = Field(
+        None, description="TOML file of `[[prices]]` rows over the bundled price table; see docs/cost.md"
+    )
     retention_days: float = Field(
         30.0, gt=0, description="the leader prunes terminal jobs, items, files and events older than this"
     )

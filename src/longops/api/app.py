@@ -15,11 +15,12 @@ from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
 from longops.api.errors import install_error_handlers
 from longops.api.limits import reject_unknown_query_params
-from longops.api.routes import batches, deliveries, files, health, jobs, providers
+from longops.api.routes import batches, deliveries, files, health, jobs, providers, usage
 from longops.api.url_guard import URLGuardMiddleware
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
 from longops.handlers import load_handlers
+from longops.pricing import load_price_table
 from longops.providers.registry import configured_providers
 from longops.settings import Settings
 from longops.store.db import open_database, sqlite_path
@@ -38,6 +39,7 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     load_handlers(settings.handlers)  # job types known to POST /v1/jobs; raises HandlerLoadError
     # Raises ProvidersFileError for a bad LONGOPS_PROVIDERS_FILE, before anything listens.
     provider_specs = configured_providers(settings.provider_options())
+    prices = load_price_table(settings)  # raises PriceError naming the file, row and field
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,11 +51,12 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
             db=db,
             metrics=metrics,
             providers=provider_specs,
+            prices=prices,
             open_mode=OpenMode(allowed=is_loopback_host(settings.host)),  # settings.host: where it listens
             storage=StorageHealth(watched=watched_paths(settings)),
         )
         if run_engine:
-            state.engine = Engine(settings, db, metrics)
+            state.engine = Engine(settings, db, metrics, prices)
             await state.engine.start()
         app.state.longops = state
         try:
@@ -71,7 +74,9 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         dependencies=[Depends(reject_unknown_query_params)],
     )
     install_error_handlers(app)
+    app.include_router(usage.batch_router)
     app.include_router(batches.router)
+    app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(deliveries.router)
     app.include_router(files.router)

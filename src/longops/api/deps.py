@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from longops.api.auth import AUTH_MESSAGE, ORG_SCOPE_KEY, OpenMode
 from longops.api.errors import APIError
+from longops.domain.prices import PriceTable
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
 from longops.providers.registry import ProviderSpec
@@ -23,6 +24,7 @@ class AppState:
     db: Database
     metrics: Metrics
     providers: dict[str, ProviderSpec]
+    prices: PriceTable
     engine: Engine | None = None
     open_mode: OpenMode = field(default_factory=lambda: OpenMode(allowed=False))
     storage: StorageHealth = field(default_factory=StorageHealth)

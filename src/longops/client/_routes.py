@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -50,6 +51,7 @@ class Collection(Generic[M]):
 BATCHES = Collection("/v1/batches", Batch)
 JOBS = Collection("/v1/jobs", Job)
 FILES_PATH = "/v1/files"
+USAGE_PATH = "/v1/usage"
 INGEST_JOB_TYPE = "batch_ingest"
 
 
@@ -76,6 +78,34 @@ def create_batch(
         body["endpoint"] = endpoint
     key = idempotency_key or str(uuid.uuid4())
     return RequestSpec("POST", BATCHES.path, body=body, headers={"Idempotency-Key": key})
+
+
+def estimate_batch(
+    provider: str,
+    requests: Iterable[Mapping[str, Any]],
+    metadata: Mapping[str, Any] | None,
+    callback_url: str | None,
+) -> RequestSpec:
+    """``POST /v1/batches/estimate``: stores nothing, so a resend is harmless."""
+    body = _with_options(
+        {"provider": provider, "requests": [dict(r) for r in requests]}, metadata, callback_url
+    )
+    return RequestSpec("POST", f"{BATCHES.path}/estimate", body=body)
+
+
+def list_usage(
+    start: str | date | datetime | None,
+    end: str | date | datetime | None,
+    group_by: Iterable[str] | str | None,
+) -> RequestSpec:
+    """``GET /v1/usage``; dates and times are sent in ISO 8601, ``group_by`` comma-separated."""
+    keys = group_by if isinstance(group_by, str) or group_by is None else ",".join(group_by)
+    params = query(start=_iso(start), end=_iso(end), group_by=keys)
+    return RequestSpec("GET", USAGE_PATH, params=params)
+
+
+def _iso(value: str | date | datetime | None) -> str | None:
+    return value.isoformat() if isinstance(value, date | datetime) else value
 
 
 def create_job(

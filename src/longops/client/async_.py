@@ -11,6 +11,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -35,12 +36,14 @@ from longops.client._routes import Collection, M
 from longops.client.errors import WaitTimeout
 from longops.domain.schemas import (
     Batch,
+    BatchEstimate,
     Delivery,
     FileObject,
     Item,
     Job,
     Page,
     ResultLine,
+    UsageReport,
     WebhookEventRef,
 )
 
@@ -220,6 +223,18 @@ class AsyncBatches(_Resource[Batch]):
         spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key, endpoint)
         return parse(Batch, await self._transport.request(spec))
 
+    async def estimate(
+        self,
+        *,
+        provider: str,
+        requests: Iterable[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+    ) -> BatchEstimate:
+        """What the batch ``create`` would make with these arguments might cost; nothing is stored."""
+        spec = routes.estimate_batch(provider, requests, metadata, callback_url)
+        return parse(BatchEstimate, await self._transport.request(spec))
+
     @overload
     async def create_from_file(
         self,
@@ -354,6 +369,24 @@ class AsyncJobs(_Resource[Job]):
         return _pages(lambda after: self.list(job_type=job_type, status=status, limit=page_size, after=after))
 
 
+class AsyncUsage:
+    """``GET /v1/usage``: the organization's usage and cost by provider, model and UTC day."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    async def list(
+        self,
+        *,
+        start: str | date | datetime | None = None,
+        end: str | date | datetime | None = None,
+        group_by: Iterable[str] | str | None = None,
+    ) -> UsageReport:
+        """Rows grouped by any of ``provider``, ``model``, ``day`` (none: one total row); ``start``
+        and ``end`` are dates or times (UTC), and a date ``end`` includes its day."""
+        return parse(UsageReport, await self._transport.request(routes.list_usage(start, end, group_by)))
+
+
 class AsyncClient:
     """Asyncio client for a longops server; same configuration and retry rules as ``Client``.
 
@@ -371,6 +404,7 @@ class AsyncClient:
         self.batches = AsyncBatches(self._transport)
         self.jobs = AsyncJobs(self._transport)
         self.files = AsyncFiles(self._transport)
+        self.usage = AsyncUsage(self._transport)
 
     @property
     def base_url(self) -> str:

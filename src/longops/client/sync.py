@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -30,12 +31,14 @@ from longops.client._routes import Collection, M
 from longops.client.errors import WaitTimeout
 from longops.domain.schemas import (
     Batch,
+    BatchEstimate,
     Delivery,
     FileObject,
     Item,
     Job,
     Page,
     ResultLine,
+    UsageReport,
     WebhookEventRef,
 )
 
@@ -208,6 +211,18 @@ class Batches(_Resource[Batch]):
         spec = routes.create_batch(provider, requests, metadata, callback_url, idempotency_key, endpoint)
         return parse(Batch, self._transport.request(spec))
 
+    def estimate(
+        self,
+        *,
+        provider: str,
+        requests: Iterable[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+    ) -> BatchEstimate:
+        """What the batch ``create`` would make with these arguments might cost; nothing is stored."""
+        spec = routes.estimate_batch(provider, requests, metadata, callback_url)
+        return parse(BatchEstimate, self._transport.request(spec))
+
     @overload
     def create_from_file(
         self,
@@ -340,6 +355,24 @@ class Jobs(_Resource[Job]):
         return _pages(lambda after: self.list(job_type=job_type, status=status, limit=page_size, after=after))
 
 
+class Usage:
+    """``GET /v1/usage``: the organization's usage and cost by provider, model and UTC day."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    def list(
+        self,
+        *,
+        start: str | date | datetime | None = None,
+        end: str | date | datetime | None = None,
+        group_by: Iterable[str] | str | None = None,
+    ) -> UsageReport:
+        """Rows grouped by any of ``provider``, ``model``, ``day`` (none: one total row); ``start``
+        and ``end`` are dates or times (UTC), and a date ``end`` includes its day."""
+        return parse(UsageReport, self._transport.request(routes.list_usage(start, end, group_by)))
+
+
 class Client:
     """Blocking client for a longops server.
 
@@ -359,6 +392,7 @@ class Client:
         self.batches = Batches(self._transport)
         self.jobs = Jobs(self._transport)
         self.files = Files(self._transport)
+        self.usage = Usage(self._transport)
 
     @property
     def base_url(self) -> str:

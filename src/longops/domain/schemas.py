@@ -60,6 +60,26 @@ class Progress(_Model):
     message: str | None = None
 
 
+class UsageCounts(_Model):
+    """Tokens, normalized across providers (docs/cost.md): ``input_tokens`` excludes cache reads and
+    writes; ``output_tokens`` includes ``reasoning_tokens``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class Cost(_Model):
+    """Exact USD (a decimal string, not rounded) of the priced models; the others are listed."""
+
+    amount: str = "0"
+    currency: Literal["USD"] = "USD"
+    basis: Literal["batch", "live"] | None = None  # null: rows of both kinds summed
+    unpriced_models: list[str] = Field(default_factory=list)
+
+
 class Batch(_Model):
     id: str
     object: Literal["batch"] = "batch"
@@ -80,6 +100,8 @@ class Batch(_Model):
     provider_batches: list[ProviderBatchView] = Field(default_factory=list)
     stop_reason: str | None = None
     error: ErrorDetail | None = None
+    usage: UsageCounts = Field(default_factory=UsageCounts)  # summed over items, as results arrive
+    cost: Cost = Field(default_factory=Cost)
 
     def waiting_on(self) -> str | None:
         """Why an unfinished batch is not moving, in one line, from its provider batches: a submission
@@ -155,6 +177,59 @@ class Item(_Model):
     attempts: int = 0
     created_at: datetime
     updated_at: datetime
+    usage: UsageCounts | None = None  # null before any result; summed over attempts
+    cost: str | None = None  # USD, exact; null before any result or when the model has no price
+
+
+class EstimateCost(_Model):
+    low: str
+    high: str
+    currency: Literal["USD"] = "USD"
+    basis: Literal["batch", "live"]
+
+
+class BatchEstimate(_Model):
+    """``POST /v1/batches/estimate``: what a batch would cost (docs/cost.md "The estimate")."""
+
+    object: Literal["batch_estimate"] = "batch_estimate"
+    requests: int
+    estimated_input_tokens: int
+    max_output_tokens: int
+    cost: EstimateCost
+    unpriced_models: list[str] = Field(default_factory=list)
+
+
+class UsageRow(UsageCounts):
+    """One group of ``GET /v1/usage``; a key not grouped by is null."""
+
+    provider: str | None = None
+    model: str | None = None
+    day: str | None = None  # YYYY-MM-DD, UTC
+    requests: int = 0
+    cost: Cost = Field(default_factory=Cost)
+
+
+class UsageReport(BaseModel):
+    object: Literal["usage_report"] = "usage_report"
+    data: list[UsageRow]
+
+
+class Price(_Model):
+    """One row of the price table in force (USD per million tokens at live prices)."""
+
+    provider: str
+    model: str
+    input: str
+    output: str
+    cache_read: str
+    cache_write: str
+    batch_discount: str
+    as_of: str | None = None
+    source: str | None = None
+
+
+class PriceList(BaseModel):
+    data: list[Price]
 
 
 class ResultLine(_Model):

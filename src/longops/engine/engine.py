@@ -22,6 +22,7 @@ import socket
 from contextlib import AsyncExitStack
 
 from longops.domain.clock import Clock, system_clock
+from longops.domain.prices import PriceTable
 from longops.engine.backoff import exponential
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
@@ -32,6 +33,7 @@ from longops.engine.submitter import Submitter
 from longops.engine.webhooks import WebhookDispatcher
 from longops.engine.workers import Workers, bound_handlers
 from longops.handlers import load_handlers
+from longops.pricing import load_price_table
 from longops.providers.registry import ProviderRegistry, build_registry, configured_providers
 from longops.settings import Settings
 from longops.store.db import Database, sqlite_path
@@ -56,13 +58,21 @@ def make_leadership(settings: Settings, db: Database) -> Leadership:
 
 class Engine:
     def __init__(
-        self, settings: Settings, db: Database, metrics: Metrics, *, clock: Clock = system_clock
+        self,
+        settings: Settings,
+        db: Database,
+        metrics: Metrics,
+        prices: PriceTable | None = None,
+        *,
+        clock: Clock = system_clock,
     ) -> None:
-        """``clock`` is the time of the terms, the workers and the webhook dispatcher."""
+        """``clock`` is the time of the terms, the workers and the webhook dispatcher; ``prices``
+        prices usage (the table of ``settings`` by default)."""
         self._settings = settings
         self._clock = clock
         self._db = db
         self._metrics = metrics
+        self._prices = prices if prices is not None else load_price_table(settings)
         self._leadership = make_leadership(settings, db)
         self._registry: ProviderRegistry | None = None
         self._runner: LoopRunner | None = None
@@ -137,7 +147,7 @@ class Engine:
         assert self._registry is not None
         return [
             Submitter(db, self._registry, self._settings, self._metrics),
-            Poller(db, self._registry, self._settings, self._metrics),
+            Poller(db, self._registry, self._settings, self._metrics, self._prices),
             Pruner(db, self._settings, clock=self._clock),
         ]
 
@@ -145,7 +155,9 @@ class Engine:
         """Loops that run on every instance, leader or not."""
         assert self._workers is not None
         if self._webhooks is None:
-            self._webhooks = WebhookDispatcher(self._db, self._settings, clock=self._clock)
+            self._webhooks = WebhookDispatcher(
+                self._db, self._settings, clock=self._clock, prices=self._prices
+            )
         return [self._webhooks, self._workers]
 
     async def _lead(self) -> None:

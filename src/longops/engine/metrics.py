@@ -30,3 +30,14 @@ class Metrics:
         self.unreadable_result_lines = Counter(
             "longops_unreadable_result_lines", "Provider results lines that named no item", registry=r
         )
+        # Exposed as longops_tokens_total{provider,model,kind} and longops_cost_usd_total{provider,model};
+        # kind is a usage field without "_tokens" (reasoning is part of output: never add the two).
+        self.tokens = Counter(
+            "longops_tokens", "Tokens of the results written", ["provider", "model", "kind"], registry=r
+        )
+        self.cost_usd = Counter(
+            "longops_cost_usd",
+            "Cost in USD of the results written (priced models)",
+            ["provider", "model"],
+            registry=r,
+        )

@@ -10,6 +10,9 @@ Invariants:
   when the whole stream has been read is the provider batch marked completed (in the transaction of
   the last chunk). A stream cut midway leaves it running; the next cycle streams again and writes
   only what is still missing.
+* Usage is counted from what each write changed, never from the lines read: the job's usage sums
+  in the write's own transaction (:mod:`longops.store.usage`), the Prometheus counters once it has
+  committed (:mod:`.usage_meter`). A stream read again counts nothing twice.
 * The last chunks of the batches that end in one cycle are written and completed together
   (:mod:`longops.store.completion`): a transaction of a constant number of statements per
   ``INGEST_CHUNK_SIZE`` results, not per batch, so a thousand small batches cost about as much as
@@ -59,10 +62,13 @@ from typing import Any
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from longops.domain.prices import PriceTable
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.statuses import ItemStatus
 from longops.engine.backoff import exponential, with_jitter
 from longops.engine.metrics import Metrics
+from longops.engine.usage_meter import UsageMeter
+from longops.pricing import load_price_table
 from longops.providers.base import (
     Provider,
     ProviderBatchInfo,
@@ -106,13 +112,19 @@ class Poller:
     name = "poller"
 
     def __init__(
-        self, db: Database, providers: ProviderRegistry, settings: Settings, metrics: Metrics
+        self,
+        db: Database,
+        providers: ProviderRegistry,
+        settings: Settings,
+        metrics: Metrics,
+        prices: PriceTable | None = None,
     ) -> None:
         self._db = db
         self._providers = providers
         self._settings = settings
         self._metrics = metrics
         self._releases: asyncio.Task[None] | None = None  # the last cycle's releases
+        self._meter = UsageMeter(metrics, prices if prices is not None else load_price_table(settings))
 
     async def run_once(self) -> float:
         started = time.perf_counter()
@@ -120,7 +132,7 @@ class Poller:
         due = await pbs.due_polls(self._db, now, self._settings.poll_batch_size)
         stats = CycleStats()
         gate = asyncio.Semaphore(self._settings.poll_concurrency)
-        completions = _Completions(self._db, self._settings.ingest_chunk_size, stats)
+        completions = _Completions(self._db, self._settings.ingest_chunk_size, stats, self._meter)
         ended: dict[str, tuple[Provider, ProviderBatchInfo]] = {}
 
         async def poll(pb: RowMapping) -> pbs.PollRecord | None:
@@ -359,10 +371,12 @@ class Poller:
                 if isinstance(item, BaseException):
                     raise item
                 if item.last:
-                    ended = EndedBatch(pb["id"], pb["job_id"], info.processing_status, item.results)
+                    ended = EndedBatch(
+                        pb["id"], pb["job_id"], info.processing_status, item.results, pb["provider"]
+                    )
                     await completions.add(ended)
                     return written
-                written += await self._write_chunk(pb["job_id"], item.results)
+                written += await self._write_chunk(pb, item.results)
         finally:
             if not reader.done():
                 reader.cancel()
@@ -401,15 +415,16 @@ class Poller:
                 await aclose()
         await queue.put(_Chunk(chunk, last=True))
 
-    async def _write_chunk(self, job_id: str, chunk: list[ProviderResult]) -> int:
+    async def _write_chunk(self, pb: RowMapping, chunk: list[ProviderResult]) -> int:
         """One intermediate chunk. Its commit does not wait for the disk: a chunk lost in a database
         crash is read and written again, since its provider batch is not completed before the
         synchronous transaction that completes it (``complete_ended_batches``), which makes every
         chunk before it durable."""
         async with self._db.write() as conn:
             await defer_commit_flush(conn)
-            changed = await ingest_results(conn, job_id, chunk, utcnow())
-        return sum(changed.values())
+            written = await ingest_results(conn, pb["job_id"], chunk, utcnow())
+        self._meter.record(written, {pb["job_id"]: pb["provider"]})
+        return written.total
 
     async def _end_with_error(self, pb: RowMapping, error: dict[str, Any]) -> None:
         """End the provider batch failed, its items still open errored with ``error``, and
@@ -468,10 +483,11 @@ class _Completions:
     (or at a hand-over) instead, and leaves the batches of its group running, to be polled again.
     """
 
-    def __init__(self, db: Database, max_results: int, stats: CycleStats) -> None:
+    def __init__(self, db: Database, max_results: int, stats: CycleStats, meter: UsageMeter) -> None:
         self._db = db
         self._max_results = max_results
         self._stats = stats
+        self._meter = meter
         self._lock = asyncio.Lock()
         self._pending: list[EndedBatch] = []
         self._results = 0
@@ -532,4 +548,5 @@ class _Completions:
     async def _complete(self, group: list[EndedBatch]) -> None:
         async with self._db.write() as conn:
             written = await complete_ended_batches(conn, group, utcnow())
-        self._stats.items_ingested += written
+        self._stats.items_ingested += written.total
+        self._meter.record(written, {ended.job_id: ended.provider for ended in group})

@@ -43,9 +43,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops._version import __version__
 from longops.domain.clock import Clock, system_clock
+from longops.domain.prices import PriceTable
 from longops.domain.schemas import Batch, Job
 from longops.engine.backoff import RETRY_CAP_SECONDS, exponential
 from longops.net import Resolver, UnsafeCallbackURL, parse_callback_url, resolve_destination, system_resolver
+from longops.pricing import load_price_table
 from longops.settings import Settings
 from longops.store import events
 from longops.store.db import Database
@@ -80,12 +82,15 @@ class WebhookDispatcher:
         *,
         resolver: Resolver = system_resolver,
         clock: Clock = system_clock,
+        prices: PriceTable | None = None,
     ) -> None:
         """``resolver`` answers the address checks before each attempt (the system's by default);
-        ``clock`` dates claims, leases, retries and signatures (the system's by default)."""
+        ``clock`` dates claims, leases, retries and signatures (the system's by default);
+        ``prices`` prices a batch's usage in its payload (the table of ``settings`` by default)."""
         self._db = db
         self._clock = clock
         self._settings = settings
+        self._prices = prices if prices is not None else load_price_table(settings)
         self._resolver = resolver
         self._key = _secret_key(settings.webhook_secret)
         if self._key is None:
@@ -174,7 +179,9 @@ class WebhookDispatcher:
             return claims
         rows = await events.job_rows(conn, [claim.job_id for claim in new])
         batch_rows = [row for row in rows if row["job_type"] == LLM_BATCH]
-        data: dict[str, Batch | Job] = {batch.id: batch for batch in await load_batches(conn, batch_rows)}
+        data: dict[str, Batch | Job] = {
+            batch.id: batch for batch in await load_batches(conn, batch_rows, self._prices)
+        }
         data.update({row["id"]: job_view(row) for row in rows if row["job_type"] != LLM_BATCH})
         payloads = {
             claim.event_id: WebhookEnvelope(

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.requests import BatchRequest
 from longops.domain.statuses import ItemStatus
+from longops.domain.usage import Usage
 
 
 class ProviderError(Exception):
@@ -87,12 +88,18 @@ class ProviderBatchInfo:
 
 @dataclass(frozen=True, slots=True)
 class ProviderResult:
-    """One item's outcome. ``response_json``/``error`` are ready to store (JSON text / small dict)."""
+    """One item's outcome. ``response_json``/``error`` are ready to store (JSON text / small dict).
+
+    ``usage`` (normalized with :func:`longops.domain.usage.usage_of_response`) and ``model`` (the
+    model the response names) are what this result is counted and priced as; None where the
+    result reports none (e.g. an errored request)."""
 
     custom_id: str
     status: ItemStatus
     response_json: str | None
     error: dict[str, Any] | None
+    usage: Usage | None = None
+    model: str | None = None
 
 
 INVALID_RESULTS_LINE = "invalid_results_line"

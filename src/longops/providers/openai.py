@@ -41,6 +41,7 @@ import orjson
 from longops.domain.provider_status import UnknownProviderStatus, openai_phase
 from longops.domain.requests import CUSTOM_ID_PATTERN
 from longops.domain.statuses import ItemStatus
+from longops.domain.usage import model_of_response, usage_of_response
 from longops.providers.base import (
     OnStaged,
     ProviderBatchInfo,
@@ -320,7 +321,14 @@ def _result(custom_id: str, data: dict[str, Any]) -> ProviderResult:
         status_code = int(response["status_code"])
         body = response.get("body")
         if 200 <= status_code < 300:
-            return ProviderResult(custom_id, ItemStatus.SUCCEEDED, _body_json(body), None)
+            return ProviderResult(
+                custom_id,
+                ItemStatus.SUCCEEDED,
+                _body_json(body),
+                None,
+                usage_of_response(body),
+                model_of_response(body),
+            )
         inner = body.get("error") if isinstance(body, dict) else None
         inner = inner if isinstance(inner, dict) else {}
         kind = (

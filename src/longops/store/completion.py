@@ -8,7 +8,8 @@ batches that ended in a poll cycle, instead of about ten statements per batch.
 
 Within the transaction, in order: every result is written (only into items still open), the
 provider batches go running → completed (a compare-and-set: one that another writer completed
-first is left alone), the job counters get exactly the rows that changed, items the provider
+first is left alone), the job counters and then the usage sums get exactly the rows that changed
+(:mod:`longops.store.usage`), items the provider
 returned nothing for are errored (looked for only in jobs whose counters, read under the lock,
 still show open items), and each job whose provider batches have all ended is finalized (its
 terminal status and webhook event).
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.statuses import ItemStatus
 from longops.providers.base import ProviderResult
-from longops.store.items import close_open_items, ingest_chunks
+from longops.store.items import Written, close_open_items, ingest_chunks
 from longops.store.provider_batches import complete_provider_batches
 from longops.store.transitions import (
     add_item_counts,
@@ -33,6 +34,7 @@ from longops.store.transitions import (
     lock_jobs,
     open_item_count,
 )
+from longops.store.usage import add_usage
 
 MISSING_RESULT = {"type": "missing_result", "message": "the provider returned no result for this request"}
 
@@ -45,11 +47,14 @@ class EndedBatch:
     job_id: str
     processing_status: str  # the provider's final word, e.g. "ended"
     last_results: Sequence[ProviderResult]
+    provider: str
 
 
-async def complete_ended_batches(conn: AsyncConnection, ended: Sequence[EndedBatch], now: datetime) -> int:
-    """Write the last chunks and complete these provider batches; returns the items written from
-    the chunks (results already written by an earlier attempt are not counted again)."""
+async def complete_ended_batches(
+    conn: AsyncConnection, ended: Sequence[EndedBatch], now: datetime
+) -> Written:
+    """Write the last chunks and complete these provider batches; returns what the chunks changed
+    (results already written by an earlier attempt are not counted again)."""
     chunks: dict[str, list[ProviderResult]] = {}
     for batch in ended:
         chunks.setdefault(batch.job_id, []).extend(batch.last_results)
@@ -60,11 +65,14 @@ async def complete_ended_batches(conn: AsyncConnection, ended: Sequence[EndedBat
     completed = await complete_provider_batches(
         conn, {batch.pb_id: batch.processing_status for batch in ended}, now
     )
-    await add_item_counts(conn, written, now)
+    await add_item_counts(conn, written.counts, now)
+    await add_usage(conn, written.usage, now)
     # Open items left: the counters as read under the lock (no one else can change them now), less
     # what this transaction has just made final.
     incomplete = {
-        job["id"] for job in locked if open_item_count(job) > sum(written.get(job["id"], Counter()).values())
+        job["id"]
+        for job in locked
+        if open_item_count(job) > sum(written.counts.get(job["id"], Counter()).values())
     }
     missing = await close_open_items(
         conn,
@@ -75,4 +83,4 @@ async def complete_ended_batches(conn: AsyncConnection, ended: Sequence[EndedBat
     )
     await add_item_counts(conn, missing, now)
     await finalize_batches_if_done(conn, {span.job_id for span in completed}, now)
-    return sum(sum(counts.values()) for counts in written.values())
+    return written

@@ -12,15 +12,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.ids import new_id
+from longops.domain.prices import PriceTable
 from longops.domain.requests import BatchRequest
 from longops.domain.schemas import Batch
 from longops.domain.statuses import ItemStatus, JobStatus, StopReason
+from longops.domain.usage import USAGE_FIELDS
 from longops.store.db import Database
 from longops.store.items import close_items
 from longops.store.reads import DriverQuery
-from longops.store.tables import items, jobs, provider_batches
+from longops.store.tables import batch_usage, items, jobs, provider_batches
 from longops.store.transitions import finish_job
 from longops.store.types import utcnow
+from longops.store.usage import batch_usage_by_model, usage_sum_of
 from longops.store.views import LLM_BATCH, batch_view, group_by_job
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -244,8 +247,11 @@ async def get_job_row(conn: AsyncConnection, org_id: str, job_id: str) -> RowMap
     return row
 
 
-async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) -> list[Batch]:
-    """Batch objects for job rows, with their provider batches fetched in one query."""
+async def load_batches(
+    conn: AsyncConnection, job_rows: Sequence[RowMapping], prices: PriceTable
+) -> list[Batch]:
+    """Batch objects for job rows, with their provider batches fetched in one query and their usage
+    in another."""
     ids = [row["id"] for row in job_rows]
     pbs = (
         (
@@ -261,7 +267,8 @@ async def load_batches(conn: AsyncConnection, job_rows: Sequence[RowMapping]) ->
         else []
     )
     by_job = group_by_job(pbs)
-    return [batch_view(row, by_job.get(row["id"], [])) for row in job_rows]
+    usage = await batch_usage_by_model(conn, ids)
+    return [batch_view(row, by_job.get(row["id"], []), usage.get(row["id"], {}), prices) for row in job_rows]
 
 
 # ``GET /v1/batches/{id}``, what clients poll: one statement run on the driver (``store.reads``),
@@ -303,27 +310,43 @@ _BATCH_VIEW_COLUMNS = (
     "stop_reason",
     "error",
 )
+_USAGE_VIEW_COLUMNS = ("model", "requests", *USAGE_FIELDS)
 _GET_BATCH = DriverQuery(
     select(
         *(jobs.c[name] for name in _BATCH_VIEW_COLUMNS),
         *(provider_batches.c[name].label(f"pb_{name}") for name in _PB_VIEW_COLUMNS),
+        *(batch_usage.c[name].label(f"u_{name}") for name in _USAGE_VIEW_COLUMNS),
     )
-    .select_from(jobs.outerjoin(provider_batches, provider_batches.c.job_id == jobs.c.id))
+    .select_from(
+        jobs.outerjoin(provider_batches, provider_batches.c.job_id == jobs.c.id).outerjoin(
+            batch_usage, batch_usage.c.job_id == jobs.c.id
+        )
+    )
     .where(
         jobs.c.id == bindparam("job_id"),
         jobs.c.org_id == bindparam("org_id"),
         jobs.c.job_type == LLM_BATCH,
     )
-    .order_by(provider_batches.c.first_seq)
+    .order_by(provider_batches.c.first_seq, batch_usage.c.model)
 )
 
 
-async def get_batch(db: Database, org_id: str, job_id: str) -> Batch:
+async def get_batch(db: Database, org_id: str, job_id: str, prices: PriceTable) -> Batch:
+    """One statement: the job row comes once per (provider batch, model of its usage), usually once."""
     rows = await _GET_BATCH.all(db, job_id=job_id, org_id=org_id)
     if not rows:
         raise JobNotFound(job_id)
-    pbs = [{name: row[f"pb_{name}"] for name in _PB_VIEW_COLUMNS} for row in rows if row["pb_id"] is not None]
-    return batch_view(rows[0], pbs)
+    pbs = {
+        row["pb_id"]: {name: row[f"pb_{name}"] for name in _PB_VIEW_COLUMNS}
+        for row in rows
+        if row["pb_id"] is not None
+    }
+    usage = {
+        row["u_model"]: usage_sum_of({name: row[f"u_{name}"] for name in _USAGE_VIEW_COLUMNS})
+        for row in rows
+        if row["u_model"] is not None
+    }
+    return batch_view(rows[0], list(pbs.values()), usage, prices)
 
 
 async def list_job_rows(

@@ -6,6 +6,7 @@ transaction-level advisory lock, so one migrates and the others then find nothin
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from longops.domain.lock_keys import advisory_lock_key
-from longops.store.db import Database
+from longops.store.db import Database, open_database
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = advisory_lock_key("longops-migrations")
@@ -39,3 +40,16 @@ async def upgrade_database(db: Database) -> None:
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
         async with conn.begin():
             await conn.run_sync(_upgrade_on)
+
+
+def upgrade(database_url: str) -> None:
+    """Bring the database at ``database_url`` to the latest schema (the test suite's templates)."""
+
+    async def _run() -> None:
+        db = open_database(database_url)
+        try:
+            await upgrade_database(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(_run())

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     text,
 )
 
+from longops.domain.usage import USAGE_FIELDS
 from longops.store.types import UTCDateTime
 
 metadata = MetaData(
@@ -142,6 +144,10 @@ items = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Usage (migration 0008; see store/usage.py): NULL until the first result, then the sum over every
+    # result written (attempts add up); ``model`` is the model the latest result named.
+    Column("model", String(128)),
+    *(Column(name, Integer) for name in USAGE_FIELDS),
     Index("uq_items_job_id_custom_id", "job_id", "custom_id", unique=True),
     Index("uq_items_job_id_seq", "job_id", "seq", unique=True),
     # No index on status (migration 0006): writing an item's result is then a HOT update, on the same
@@ -187,4 +193,28 @@ api_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
     Index("uq_api_keys_hash", "hash", unique=True),
+)
+
+
+# Usage summaries (migration 0008; see store/usage.py), added to when results are written, in the
+# transaction that writes them: what a batch used per model, and what an organization used per
+# provider, model and UTC day (what GET /v1/usage reads, never the items). Token sums are BIGINT.
+batch_usage = Table(
+    "batch_usage",
+    metadata,
+    Column("job_id", String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in USAGE_FIELDS),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("provider", String(32), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in USAGE_FIELDS),
 )

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import RowMapping
 
+from longops.domain.prices import PriceTable, decimal_text
 from longops.domain.schemas import (
     Batch,
     CallbackSummary,
+    Cost,
     ErrorDetail,
     Item,
     Job,
     Progress,
     ProviderBatchView,
     RequestCounts,
+    UsageCounts,
 )
 from longops.domain.statuses import ProviderBatchStatus
+from longops.domain.usage import USAGE_FIELDS, Usage
+from longops.store.usage import UsageSum
 
 LLM_BATCH = "llm_batch"
 
@@ -62,7 +68,39 @@ def provider_batch_view(row: Mapping[Any, Any]) -> ProviderBatchView:
     )
 
 
-def batch_view(job: Mapping[Any, Any], provider_batches: Iterable[Mapping[Any, Any]] = ()) -> Batch:
+def cost_view(prices: PriceTable, usage: Iterable[tuple[str, str, Usage]]) -> Cost:
+    """The exact cost of (provider, model, usage) triples at ``prices``; models without a price (and
+    some usage) are listed instead. ``basis`` is null when the triples mix native and emulated."""
+    amount, unpriced, bases = Decimal(0), set(), set()
+    for provider, model, tokens in usage:
+        basis = prices.basis_of(provider)
+        bases.add(basis)
+        row = prices.find(provider, prices.protocol_of(provider), model)
+        if row is not None:
+            amount += row.cost(tokens, basis)
+        elif tokens != Usage():
+            unpriced.add(model)
+    return Cost(
+        amount=decimal_text(amount),
+        basis=bases.pop() if len(bases) == 1 else None,
+        unpriced_models=sorted(unpriced),
+    )
+
+
+def usage_counts(usage: Usage) -> UsageCounts:
+    return UsageCounts(**usage.as_dict())
+
+
+def batch_view(
+    job: Mapping[Any, Any],
+    provider_batches: Iterable[Mapping[Any, Any]],
+    usage: Mapping[str, UsageSum],
+    prices: PriceTable,
+) -> Batch:
+    """``usage``: the batch's usage by model (:func:`longops.store.usage.batch_usage_by_model`)."""
+    provider = job["provider"]
+    total = sum((summed.usage for summed in usage.values()), Usage())
+    priced = [(provider, model, summed.usage) for model, summed in usage.items()]
     return Batch(
         id=job["id"],
         status=job["status"],
@@ -81,6 +119,8 @@ def batch_view(job: Mapping[Any, Any], provider_batches: Iterable[Mapping[Any, A
         provider_batches=[provider_batch_view(pb) for pb in provider_batches],
         stop_reason=job["stop_reason"],
         error=_error(job["error"]),
+        usage=usage_counts(total),
+        cost=cost_view(prices, priced) if priced else Cost(basis=prices.basis_of(provider)),
     )
 
 
@@ -118,7 +158,15 @@ def job_view(job: Mapping[Any, Any]) -> Job:
     )
 
 
-def item_view(row: Mapping[Any, Any]) -> Item:
+def item_view(row: Mapping[Any, Any], provider: str, prices: PriceTable) -> Item:
+    """An item row (with its usage columns) of a batch of ``provider``."""
+    usage = None if row["input_tokens"] is None else Usage(*(row[name] or 0 for name in USAGE_FIELDS))
+    cost = None
+    if usage == Usage():
+        cost = "0"
+    elif usage is not None and row["model"] is not None:
+        price = prices.find(provider, prices.protocol_of(provider), row["model"])
+        cost = decimal_text(price.cost(usage, prices.basis_of(provider))) if price is not None else None
     return Item(
         id=row["id"],
         custom_id=row["custom_id"],
@@ -129,6 +177,8 @@ def item_view(row: Mapping[Any, Any]) -> Item:
         attempts=row["attempts"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        usage=usage_counts(usage) if usage is not None else None,
+        cost=cost,
     )
 
 

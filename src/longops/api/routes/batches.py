@@ -85,7 +85,7 @@ async def create_batch(
     batch_id, _replayed = await job_store.create_batch(state.db, new)
     if state.engine is not None:
         state.engine.wake()
-    return await job_store.get_batch(state.db, org, batch_id)
+    return await job_store.get_batch(state.db, org, batch_id, state.prices)
 
 
 @router.get("", response_model=Page[Batch])
@@ -100,23 +100,24 @@ async def list_batches(
         rows, has_more = await job_store.list_job_rows(
             conn, org, limit=limit, after=after, job_type=LLM_BATCH, status=status
         )
-        data = await job_store.load_batches(conn, rows)
+        data = await job_store.load_batches(conn, rows, state.prices)
     return Page[Batch](data=data, has_more=has_more, last_id=data[-1].id if data else None)
 
 
 @router.get("/{batch_id}", response_model=Batch)
 async def get_batch(batch_id: str, request: Request) -> Batch:
     # What clients poll: the request itself rather than the State and Org dependencies (api.deps).
-    return await job_store.get_batch(state_of(request).db, org_of(request), batch_id)
+    state = state_of(request)
+    return await job_store.get_batch(state.db, org_of(request), batch_id, state.prices)
 
 
 @router.post("/{batch_id}/cancel", response_model=Batch)
 async def cancel_batch(batch_id: str, state: State, org: Org) -> Batch:
-    await job_store.get_batch(state.db, org, batch_id)  # 404 for jobs that are not batches
+    await job_store.get_batch(state.db, org, batch_id, state.prices)  # 404 for jobs that are not batches
     await job_store.cancel_job(state.db, org, batch_id)
     if state.engine is not None:
         state.engine.wake()
-    return await job_store.get_batch(state.db, org, batch_id)
+    return await job_store.get_batch(state.db, org, batch_id, state.prices)
 
 
 @router.get("/{batch_id}/items", response_model=Page[Item])
@@ -128,10 +129,10 @@ async def list_items(
     after: str | None = None,
     status: ItemStatus | None = None,
 ) -> Page[Item]:
-    await job_store.get_batch(state.db, org, batch_id)
+    batch = await job_store.get_batch(state.db, org, batch_id, state.prices)
     async with state.db.read() as conn:
         rows, has_more = await list_item_rows(conn, batch_id, limit=limit, after=after, status=status)
-    data = [item_view(row) for row in rows]
+    data = [item_view(row, batch.provider, state.prices) for row in rows]
     return Page[Item](data=data, has_more=has_more, last_id=data[-1].id if data else None)
 
 
@@ -141,5 +142,5 @@ async def list_items(
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "one JSON line per final item"}},
 )
 async def batch_results(batch_id: str, state: State, org: Org) -> StreamingResponse:
-    await job_store.get_batch(state.db, org, batch_id)
+    await job_store.get_batch(state.db, org, batch_id, state.prices)
     return StreamingResponse(stream_result_lines(state.db, batch_id), media_type="application/x-ndjson")

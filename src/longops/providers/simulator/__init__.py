@@ -24,6 +24,11 @@ Markers in the text of the last user message override an item's outcome (the fir
 * ``[sim:slow]`` — never finishes on its own: the batch stays ``in_progress`` until it is cancelled
   (the item becomes ``canceled``), expires, or is finished through the control endpoint (``expired``)
 
+Prompt caching: the text up to the last content block (system or message) marked
+``cache_control`` is the cached prefix (about one token per four characters). The first request
+of a batch with that prefix and model reports it as ``cache_creation_input_tokens``, every later
+one as ``cache_read_input_tokens``; ``input_tokens`` counts the rest of the prompt.
+
 Without a marker, an item errors with ``overloaded_error`` when :func:`error_roll` of its
 ``custom_id`` (a hash, the same in every run) is below ``error_rate``.
 

@@ -90,8 +90,10 @@ class SimItem(NamedTuple):
     error_message: str | None
     model: str
     text: str  # the last user message's text, echoed back
-    input_tokens: int
+    input_tokens: int  # input neither read from nor written to the cache
     max_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 def error_roll(custom_id: str) -> float:
@@ -116,6 +118,29 @@ def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
+def _blocks(params: dict[str, Any]) -> Iterator[Any]:
+    """The prompt's content in the order Anthropic caches it: system blocks, then each message's."""
+    system = params.get("system")
+    yield from system if isinstance(system, list) else [system]
+    for message in params.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        yield from content if isinstance(content, list) else [content]
+
+
+def cached_prefix_chars(params: dict[str, Any]) -> tuple[int, str]:
+    """The characters of the prompt up to and including its last block marked ``cache_control``
+    (0 if none), and a digest of that prefix (which requests share a cache entry)."""
+    seen, cached = 0, 0
+    digest, prefix = hashlib.sha256(), hashlib.sha256()
+    for block in _blocks(params):
+        text = _text_of([block] if isinstance(block, dict) else block)
+        seen += len(text)
+        digest.update(text.encode())
+        if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+            cached, prefix = seen, digest.copy()
+    return cached, prefix.hexdigest()
+
+
 def _invalid(custom_id: str, problem: str) -> SimItem:
     return SimItem(custom_id, "errored", "invalid_request_error", problem, "", "", 1, 1)
 
@@ -136,9 +161,17 @@ def derive_outcome(custom_id: str, text: str, error_rate: float) -> tuple[str, s
     return "succeeded", None, None
 
 
-def derive_item(custom_id: str, params: dict[str, Any], error_rate: float) -> SimItem:
+def derive_item(
+    custom_id: str, params: dict[str, Any], error_rate: float, cache: set[str] | None = None
+) -> SimItem:
     """Reduce one request to its outcome. Invalid ``params`` error the item, as the real API does:
-    it validates them only while processing, not at create time."""
+    it validates them only while processing, not at create time.
+
+    Prompt caching, deterministically: the characters up to the last block marked
+    ``cache_control`` are the cached prefix, ``⌈chars / 4⌉`` tokens of it. The first request of a
+    batch with a given prefix writes it (``cache_creation_input_tokens``); later ones with the same
+    prefix read it (``cache_read_input_tokens``). ``cache`` holds the prefixes written so far in
+    this batch; ``input_tokens`` counts the rest of the prompt."""
     model, max_tokens, messages = params.get("model"), params.get("max_tokens"), params.get("messages")
     if not isinstance(model, str) or not model:
         return _invalid(custom_id, "model: Field required")
@@ -149,7 +182,26 @@ def derive_item(custom_id: str, params: dict[str, Any], error_rate: float) -> Si
     text = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     chars = len(_text_of(params.get("system"))) + sum(len(_text_of(m.get("content"))) for m in messages)
     outcome, error_type, error_message = derive_outcome(custom_id, text, error_rate)
-    return SimItem(custom_id, outcome, error_type, error_message, model, text, _tokens(chars), max_tokens)
+    prefix_chars, prefix = cached_prefix_chars(params)
+    if not prefix_chars:
+        return SimItem(custom_id, outcome, error_type, error_message, model, text, _tokens(chars), max_tokens)
+    cache = set() if cache is None else cache
+    cached_tokens = math.ceil(prefix_chars / 4)
+    key = f"{model}/{prefix}"  # a cache entry is per model
+    written = key in cache
+    cache.add(key)
+    return SimItem(
+        custom_id,
+        outcome,
+        error_type,
+        error_message,
+        model,
+        text,
+        math.ceil((chars - prefix_chars) / 4),
+        max_tokens,
+        cached_tokens if written else 0,
+        0 if written else cached_tokens,
+    )
 
 
 def parse_create_body(body: bytes, error_rate: float) -> list[SimItem]:
@@ -170,6 +222,7 @@ def parse_create_body(body: bytes, error_rate: float) -> list[SimItem]:
             400, "invalid_request_error", f"requests: at most {MAX_REQUESTS} per batch, got {len(requests)}"
         )
     seen: set[str] = set()
+    cache: set[str] = set()
     items: list[SimItem] = []
     for index, request in enumerate(requests):
         if not isinstance(request, dict):
@@ -190,7 +243,7 @@ def parse_create_body(body: bytes, error_rate: float) -> list[SimItem]:
             raise SimApiError(
                 400, "invalid_request_error", f"requests.{index}.params: Field required (an object)"
             )
-        items.append(derive_item(custom_id, params, error_rate))
+        items.append(derive_item(custom_id, params, error_rate, cache))
     return items
 
 
@@ -349,8 +402,8 @@ def _message(batch_id: str, item: SimItem) -> dict[str, Any]:
         "usage": {
             "input_tokens": item.input_tokens,
             "output_tokens": _tokens(len(text)),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": item.cache_creation_input_tokens,
+            "cache_read_input_tokens": item.cache_read_input_tokens,
             "service_tier": "batch",
         },
     }
