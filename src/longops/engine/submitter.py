@@ -69,7 +69,9 @@ class Submitter:
         self._metrics = metrics
 
     async def run_once(self) -> float:
-        for job_id, provider_name in await pbs.batches_to_plan(self._db, PLAN_PER_CYCLE):
+        for job_id, provider_name in await pbs.batches_to_plan(
+            self._db, PLAN_PER_CYCLE, exclude=self._providers.emulated
+        ):
             provider = self._providers.get(provider_name)
             if provider is None:
                 log.warning("batch %s uses provider %r, which is not configured here", job_id, provider_name)
