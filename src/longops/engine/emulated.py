@@ -14,8 +14,9 @@ One :class:`EmulatedSender` per provider whose batch is ``emulated`` (protocol
 Invariants:
 
 * At most ``concurrency`` requests are in flight from this instance (a semaphore around each
-  send); at most ``2 × concurrency + FLUSH_ITEMS`` items are held (claimed and not yet written),
-  so memory is flat whatever the batch size.
+  send); at most ``4 × concurrency + 2 × FLUSH_ITEMS`` items are held (claimed and not yet
+  written), so memory is flat whatever the batch size. One chunk is written at a time, beside the
+  sending and claiming.
 * An item is final once its outcome is committed; a final item is never claimed again, so never
   sent again. An item in flight when its instance dies (or whose answer had arrived but was not yet
   written) comes back when its lease ends and is sent again: at least once.
@@ -50,7 +51,7 @@ from longops.store.types import utcnow
 log = logging.getLogger(__name__)
 
 FLUSH_ITEMS = 256
-FLUSH_SECONDS = 0.05
+FLUSH_SECONDS = 0.2
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 60.0  # without Retry-After
 RETRY_AFTER_CAP_SECONDS = 3600.0
@@ -74,14 +75,15 @@ class EmulatedSender:
         )
         self._lease = timedelta(seconds=2 * settings.provider_timeout_seconds + 1)
         self._gate = asyncio.Semaphore(self._concurrency)
-        self._capacity = 2 * self._concurrency + FLUSH_ITEMS
-        self._claim_min = max(1, self._concurrency // 4)
+        self._capacity = 4 * self._concurrency + 2 * FLUSH_ITEMS
+        self._claim_min = self._concurrency  # claims in bulk: the held items keep the sending busy
         self._held = 0
         self._finals: list[store.Final] = []
         self._retries: list[store.Retry] = []
         self._first_outcome_at: float | None = None
         self._cancelled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._next_scan = 0.0
         self._more_due = True
@@ -98,10 +100,14 @@ class EmulatedSender:
             await self._scan()
             self._next_scan = clock() + self._settings.worker_poll_seconds
             self._more_due = True
-        if self._outcomes() and (
-            self._outcomes() >= FLUSH_ITEMS or not self._tasks or clock() >= self._flush_deadline()
+        if (
+            self._outcomes()
+            and (self._flushing is None or self._flushing.done())
+            and (self._outcomes() >= FLUSH_ITEMS or not self._tasks or clock() >= self._flush_deadline())
         ):
-            await self._flush()
+            # Written beside the sending and claiming (one write at a time): requests keep going
+            # out while a chunk commits.
+            self._flushing = asyncio.create_task(self._flush())
         room = self._capacity - self._held
         if not self._draining and self._more_due and room >= self._claim_min:
             now = utcnow()
@@ -113,7 +119,7 @@ class EmulatedSender:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         deadlines = [self._next_scan]
-        if self._outcomes():
+        if self._outcomes() and (self._flushing is None or self._flushing.done()):
             deadlines.append(self._flush_deadline())
         if self._more_due and self._capacity - self._held >= self._claim_min:
             deadlines.append(0.0)
@@ -133,6 +139,8 @@ class EmulatedSender:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flushing is not None:
+            await self._flushing
         if self._outcomes():
             await self._flush()
         await self._client.aclose()
@@ -156,14 +164,18 @@ class EmulatedSender:
         return (self._first_outcome_at or 0.0) + FLUSH_SECONDS
 
     async def _flush(self) -> None:
+        """Write the outcomes that came back; on failure they stay to be written by a later flush."""
         finals, retries = self._finals, self._retries
         self._finals, self._retries, self._first_outcome_at = [], [], None
         try:
             done = await store.record_outcomes(self._db, finals, retries, utcnow())
-        except BaseException:
+        except Exception:
+            log.exception("writing %d outcomes failed; retrying", len(finals) + len(retries))
             self._finals, self._retries = finals + self._finals, retries + self._retries
-            self._first_outcome_at = asyncio.get_running_loop().time()
-            raise
+            self._first_outcome_at = asyncio.get_running_loop().time() + 1.0  # not at once
+            return
+        finally:
+            self._wake.set()
         self._held -= len(finals) + len(retries)
         if retries:
             self._more_due = True
@@ -203,8 +215,10 @@ class EmulatedSender:
         self._noted()
 
     def _noted(self) -> None:
-        if self._first_outcome_at is None:
+        first = self._first_outcome_at is None
+        if first:
             self._first_outcome_at = asyncio.get_running_loop().time()
-        # A full chunk, or the last request of this instance back (the caller's task is still listed).
-        if self._outcomes() >= FLUSH_ITEMS or len(self._tasks) <= 1:
+        # The first outcome (the round then waits for its flush deadline), a full chunk, or the
+        # last request of this instance back (the caller's task is still listed).
+        if first or self._outcomes() >= FLUSH_ITEMS or len(self._tasks) <= 1:
             self._wake.set()

@@ -37,7 +37,7 @@ from longops.domain.ids import new_id
 from longops.domain.statuses import ItemStatus, ProviderBatchStatus
 from longops.providers.base import ProviderResult
 from longops.store import provider_batches as pbs
-from longops.store.db import Database
+from longops.store.db import Database, defer_commit_flush
 from longops.store.items import OPEN_ITEM_STATUSES, ingest_chunks
 from longops.store.jobs import CANCELLED_ERROR
 from longops.store.tables import items, jobs, provider_batches
@@ -133,8 +133,13 @@ async def claim_items(
     db: Database, provider: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[ClaimedItem]:
     """Claim up to ``limit`` due items of this provider's batches that were not asked to cancel,
-    earliest due first: running, leased until ``lease_until``, one more attempt."""
+    earliest due first: running, leased until ``lease_until``, one more attempt.
+
+    The commit does not wait for the disk (PostgreSQL): a claim lost in a database crash leaves its
+    items due again, which is what a crash of this instance would do (at least once for items in
+    flight)."""
     async with db.write() as conn:
+        await defer_commit_flush(conn)
         due = (
             select(items.c.id)
             .join(jobs, jobs.c.id == items.c.job_id)
