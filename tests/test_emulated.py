@@ -20,6 +20,8 @@ from longops.providers.simulator.server import start_embedded
 from tests.support.processes import cluster, wait_for, wait_for_async
 from tests.support.servers import app_in_loop
 
+EXAMPLE_PROVIDERS_FILE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "providers-local.toml"
+
 
 def chat(text: str) -> dict[str, Any]:
     return {"model": "sim-chat", "messages": [{"role": "user", "content": text}]}
@@ -253,3 +255,15 @@ def test_sigkill_mid_run_then_restart_sends_no_final_item_again(tmp_path: Path, 
         assert custom_ids == sorted(r["custom_id"] for r in requests)
         batch = httpx.get(f"{api}/v1/batches/{batch_id}").json()
         assert batch["request_counts"]["succeeded"] == 120
+
+
+async def test_documented_providers_file_is_served(make_settings: Any) -> None:
+    """docs/examples/providers-local.toml (the vLLM and Ollama example of docs/providers.md) loads."""
+    async with (
+        app_in_loop(make_settings(providers_file=str(EXAMPLE_PROVIDERS_FILE))) as app,
+        httpx.AsyncClient(base_url=app.url, timeout=30) as api,
+    ):
+        providers = {p["name"]: p for p in (await api.get("/v1/providers")).json()["data"]}
+    for name in ("vllm", "ollama"):
+        assert (providers[name]["protocol"], providers[name]["batch"]) == ("openai_compatible", "emulated")
+        assert "/v1/chat/completions" in providers[name]["endpoints"]
