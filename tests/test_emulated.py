@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from longops.providers.simulator.server import start_embedded
+from tests.support.postgres import fresh_database
 from tests.support.processes import cluster, wait_for, wait_for_async
 from tests.support.servers import app_in_loop
 
@@ -267,3 +268,57 @@ async def test_documented_providers_file_is_served(make_settings: Any) -> None:
     for name in ("vllm", "ollama"):
         assert (providers[name]["protocol"], providers[name]["batch"]) == ("openai_compatible", "emulated")
         assert "/v1/chat/completions" in providers[name]["endpoints"]
+
+
+async def test_bad_simulator_controls_name_the_field_and_queue_nothing() -> None:
+    async with start_embedded() as simulator_url, httpx.AsyncClient(base_url=simulator_url) as simulator:
+        response = await simulator.post(
+            "/_simulator/faults", json={"live_errors": [429], "live_retry_after_seconds": -1}
+        )
+        assert response.status_code == 400
+        assert "live_retry_after_seconds" in response.json()["error"]["message"]
+        assert (await simulator.get("/_simulator/faults")).json()["errors"] == {}
+        response = await simulator.post("/_simulator/config", json={"live_latency_seconds": "slow"})
+        assert response.status_code == 400
+        assert "live_latency_seconds" in response.json()["error"]["message"]
+        response = await simulator.post("/v1/chat/completions", content=b"{not json")
+        assert response.status_code == 400
+        assert response.json()["error"]["type"] == "invalid_request_error"
+        response = await simulator.post("/v1/chat/completions", json={"messages": []})
+        assert response.status_code == 400
+        assert "model" in response.json()["error"]["message"]
+
+
+def test_two_instances_share_a_batch_and_send_each_item_once(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    """Two ``longops serve`` processes on one PostgreSQL both claim from the same emulated batch
+    (SKIP LOCKED): every item is final once and was sent once."""
+    with fresh_database(postgres_server_url) as database_url:
+        env = {
+            "LONGOPS_DATABASE_URL": database_url,
+            "LONGOPS_OPENAI_COMPATIBLE_CONCURRENCY": "3",
+            "LONGOPS_WORKER_POLL_SECONDS": "0.2",
+        }
+        with cluster(tmp_path, **env) as group:
+            simulator = group.start_simulator()
+            group.env["LONGOPS_OPENAI_COMPATIBLE_BASE_URL"] = f"{simulator}/v1"
+            config = {"live_latency_seconds": 0.05}
+            httpx.post(f"{simulator}/_simulator/config", json=config).raise_for_status()
+            first = group.start_server("first")
+            group.start_server("second")
+            body = {"provider": "openai_compatible", "requests": chat_requests(*(f"q{i}" for i in range(90)))}
+            created = httpx.post(f"{first}/v1/batches", json=body)
+            assert created.status_code == 201, created.text
+            batch_id = created.json()["id"]
+
+            def ended() -> bool:
+                return bool(httpx.get(f"{first}/v1/batches/{batch_id}").json()["completed_at"])
+
+            wait_for(ended, 90, "the batch to end")
+            page = httpx.get(f"{first}/v1/batches/{batch_id}/items", params={"limit": 1000}).json()["data"]
+            assert [i["status"] for i in page] == ["succeeded"] * 90
+            assert [i["attempts"] for i in page] == [1] * 90
+            live = httpx.get(f"{simulator}/_simulator/stats").json()["live"]
+            assert live["by_request"] == {i["id"]: 1 for i in page}
+            assert live["peak_in_flight"] <= 6  # 3 per instance
