@@ -9,7 +9,8 @@ One :class:`EmulatedSender` per provider whose batch is ``emulated`` (protocol
 2. write the outcomes that have come back, in one transaction per chunk (at most
    :data:`FLUSH_ITEMS` outcomes, or what came back within :data:`FLUSH_SECONDS`);
 3. claim due items for the free room (``FOR UPDATE SKIP LOCKED``), leased for twice the request
-   timeout plus a second, and start one task per item.
+   timeout plus a second, from the cursor of the last claim (reset at every scan), and start one
+   task per item.
 
 Invariants:
 
@@ -87,6 +88,7 @@ class EmulatedSender:
         self._wake = asyncio.Event()
         self._next_scan = 0.0
         self._more_due = True
+        self._cursor: store.Cursor | None = None  # where the next claim starts (see claim_items)
         self._draining = False
 
     def wake(self) -> None:
@@ -99,7 +101,7 @@ class EmulatedSender:
         if not self._draining and clock() >= self._next_scan:
             await self._scan()
             self._next_scan = clock() + self._settings.worker_poll_seconds
-            self._more_due = True
+            self._more_due, self._cursor = True, None
         if (
             self._outcomes()
             and (self._flushing is None or self._flushing.done())
@@ -111,7 +113,9 @@ class EmulatedSender:
         room = self._capacity - self._held
         if not self._draining and self._more_due and room >= self._claim_min:
             now = utcnow()
-            claimed = await store.claim_items(self._db, self._provider, now, now + self._lease, room)
+            claimed, self._cursor = await store.claim_items(
+                self._db, self._provider, now, now + self._lease, room, self._cursor
+            )
             self._more_due = len(claimed) == room
             self._held += len(claimed)
             for item in claimed:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from longops.domain.ids import new_id
@@ -129,19 +129,26 @@ async def plan(db: Database, job_id: str, provider: str, now: datetime) -> str |
         return pb_id
 
 
-async def claim_items(
-    db: Database, provider: str, now: datetime, lease_until: datetime, limit: int
-) -> list[ClaimedItem]:
-    """Claim up to ``limit`` due items of this provider's batches that were not asked to cancel,
-    earliest due first: running, leased until ``lease_until``, one more attempt.
+Cursor = tuple[datetime, str]  # (due_at, id) of the last item a claim took
 
-    The commit does not wait for the disk (PostgreSQL): a claim lost in a database crash leaves its
-    items due again, which is what a crash of this instance would do (at least once for items in
-    flight)."""
+
+async def claim_items(
+    db: Database, provider: str, now: datetime, lease_until: datetime, limit: int, after: Cursor | None
+) -> tuple[list[ClaimedItem], Cursor | None]:
+    """Claim up to ``limit`` due items of this provider's batches that were not asked to cancel,
+    in (``due_at``, id) order after ``after``: running, leased until ``lease_until``, one more
+    attempt. Returns them and the cursor to pass next time.
+
+    The cursor only saves walking what earlier claims took: an item becomes due again (a retry, a
+    lease that ends) at a time later than any cursor, but a batch planned by a transaction that
+    began before the last claim may be due before it, so callers start again from None now and
+    then (every scan). The commit does not wait for the disk (PostgreSQL): a claim lost in a
+    database crash leaves its items due again, which is what a crash of this instance would do
+    (at least once for items in flight)."""
     async with db.write() as conn:
         await defer_commit_flush(conn)
         due = (
-            select(items.c.id)
+            select(items.c.id, items.c.due_at)
             .join(jobs, jobs.c.id == items.c.job_id)
             .where(
                 items.c.due_at <= now,
@@ -149,16 +156,20 @@ async def claim_items(
                 jobs.c.provider == provider,
                 jobs.c.cancel_requested_at.is_(None),
             )
-            .order_by(items.c.due_at)
+            .order_by(items.c.due_at, items.c.id)
             .limit(limit)
         )
+        if after is not None:
+            due = due.where(tuple_(items.c.due_at, items.c.id) > tuple_(*after))
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True, of=items)
-        picked = due.cte("picked")
+        picked = (await conn.execute(due)).all()
+        if not picked:
+            return [], after
         rows = (
             await conn.execute(
                 update(items)
-                .where(items.c.id.in_(select(picked.c.id)), items.c.due_at <= now)
+                .where(items.c.id.in_([row.id for row in picked]))
                 .values(
                     status=ItemStatus.RUNNING,
                     attempts=items.c.attempts + 1,
@@ -168,8 +179,6 @@ async def claim_items(
                 .returning(items.c.id, items.c.job_id, items.c.custom_id, items.c.params, items.c.attempts)
             )
         ).all()
-        if not rows:
-            return []
         endpoints = dict(
             (
                 await conn.execute(
@@ -177,10 +186,11 @@ async def claim_items(
                 )
             ).all()
         )
-    return [
+    claimed = [
         ClaimedItem(row.id, row.job_id, row.custom_id, row.params, row.attempts, endpoints[row.job_id])
         for row in rows
     ]
+    return claimed, (picked[-1].due_at, picked[-1].id)
 
 
 async def record_outcomes(

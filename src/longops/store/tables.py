@@ -152,8 +152,9 @@ items = Table(
     # No index on status (migration 0006): writing an item's result is then a HOT update, on the same
     # page (fillfactor 40 leaves the room). Open items are counted by the job's request counters.
     Index(
-        "ix_items_due_at",
+        "ix_items_due_at_id",
         "due_at",
+        "id",
         sqlite_where=text("due_at IS NOT NULL"),
         postgresql_where=text("due_at IS NOT NULL"),
     ),
