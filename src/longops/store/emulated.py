@@ -160,7 +160,9 @@ async def claim_items(
             .limit(limit)
         )
         if after is not None:
-            due = due.where(tuple_(items.c.due_at, items.c.id) > tuple_(*after))
+            due_after = bindparam("c_due", after[0], type_=items.c.due_at.type)
+            cursor = tuple_(due_after, bindparam("c_id", after[1]))
+            due = due.where(tuple_(items.c.due_at, items.c.id) > cursor)
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True, of=items)
         picked = (await conn.execute(due)).all()
