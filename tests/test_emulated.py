@@ -130,7 +130,10 @@ async def test_429_with_retry_after_and_5xx_are_retried_up_to_max_attempts(make_
         assert batch["status"] == "completed"
         item = (await env.items(first))["r0"]
         assert (item["status"], item["attempts"]) == ("succeeded", 2)
-        assert (await env.live_stats())["by_request"][item["id"]] == 2
+        live = await env.live_stats()
+        assert live["by_request"][item["id"]] == 2
+        (gap,) = live["gaps"][item["id"]]
+        assert gap >= 1.0, "sent again before its Retry-After"  # a lower bound: any machine waits longer
 
         await env.faults(live_errors=[500], live_retry_after_seconds=0)
         await env.faults(live_errors=[502])  # no Retry-After: the engine's own backoff

@@ -13,7 +13,8 @@ endpoint name ``live`` (``live_errors``, ``live_retry_after_seconds`` for their 
 ``live_delay_seconds``).
 
 ``/_simulator/stats`` gains ``live``: the calls per request (keyed by the ``X-Client-Request-Id``
-header, else by a digest of the body), the requests in flight now and the peak in flight.
+header, else by a digest of the body), the seconds between the calls of each request sent more
+than once (``gaps``), the requests in flight now and the peak in flight.
 """
 
 from __future__ import annotations
@@ -52,9 +53,15 @@ class LiveStats:
         self.by_request: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._last_at: dict[str, float] = {}
+        self.gaps: dict[str, list[float]] = {}  # per request sent again: seconds between its calls
 
     def enter(self, key: str) -> None:
         self.by_request[key] += 1
+        now = time.monotonic()
+        if (last := self._last_at.get(key)) is not None:
+            self.gaps.setdefault(key, []).append(round(now - last, 3))
+        self._last_at[key] = now
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
@@ -65,6 +72,7 @@ class LiveStats:
         return {
             "calls": sum(self.by_request.values()),
             "by_request": dict(self.by_request),
+            "gaps": self.gaps,
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
         }
