@@ -11,9 +11,9 @@ import json
 
 import pytest
 
+from longops.domain.results import INVALID_RESULTS_LINE, ProviderResult, UnreadableLine
 from longops.domain.statuses import ItemStatus
 from longops.providers.anthropic import parse_result_line
-from longops.providers.base import INVALID_RESULTS_LINE, ProviderResult, UnreadableLine
 
 MESSAGE = {
     "id": "msg_1",

@@ -22,6 +22,7 @@ from anthropic.types import Message
 
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.requests import BatchRequest, parse_requests
+from longops.domain.results import ProviderResult
 from longops.domain.statuses import ItemStatus
 from longops.providers.anthropic import AnthropicProvider
 from longops.providers.base import (
@@ -29,7 +30,6 @@ from longops.providers.base import (
     ProviderNotFound,
     ProviderOutcomeUnknown,
     ProviderRejected,
-    ProviderResult,
     ProviderUnavailable,
     Submission,
     no_staging,

@@ -19,6 +19,7 @@ import pytest
 
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.requests import BatchRequest
+from longops.domain.results import ProviderResult
 from longops.domain.statuses import ItemStatus
 from longops.providers.anthropic import AnthropicProvider
 from longops.providers.base import (
@@ -27,7 +28,6 @@ from longops.providers.base import (
     ProviderNotFound,
     ProviderOutcomeUnknown,
     ProviderRejected,
-    ProviderResult,
     ProviderUnavailable,
     Submission,
 )

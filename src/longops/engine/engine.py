@@ -24,6 +24,7 @@ from contextlib import AsyncExitStack
 from longops.domain.clock import Clock, system_clock
 from longops.domain.prices import PriceTable
 from longops.engine.backoff import exponential
+from longops.engine.emulated import EmulatedSender
 from longops.engine.leadership import Leadership, PostgresLeadership, SQLiteLeadership
 from longops.engine.loop import Loop, LoopRunner
 from longops.engine.metrics import Metrics
@@ -79,6 +80,7 @@ class Engine:
         self._shared_runner: LoopRunner | None = None
         self._workers: Workers | None = None
         self._webhooks: WebhookDispatcher | None = None
+        self._senders: list[EmulatedSender] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stack = AsyncExitStack()
@@ -114,6 +116,11 @@ class Engine:
         self._registry = build_registry(specs, options, simulator_url)
         handlers = bound_handlers(self._db, self._settings, specs)
         self._workers = Workers(self._db, self._settings, handlers, owner=self.instance, clock=self._clock)
+        self._senders = [
+            EmulatedSender(self._db, self._settings, spec)
+            for spec in specs.values()
+            if spec.batch == "emulated"
+        ]
         self._shared_runner = LoopRunner(self.shared_loops())
         self._shared_runner.start()
         self._task = asyncio.create_task(self._lead(), name="longops-leadership")
@@ -124,6 +131,8 @@ class Engine:
                 runner.wake()
         if self._workers is not None:
             self._workers.wake()
+        for sender in self._senders:
+            sender.wake()
 
     async def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -135,6 +144,8 @@ class Engine:
             await self._workers.drain(self._settings.worker_shutdown_grace_seconds)
         if self._shared_runner is not None:
             await self._shared_runner.stop(timeout)
+        for sender in self._senders:
+            await sender.drain(self._settings.worker_shutdown_grace_seconds)
         if self._webhooks is not None:
             await self._webhooks.aclose()
         await self._leadership.release()
@@ -152,13 +163,13 @@ class Engine:
         ]
 
     def shared_loops(self) -> list[Loop]:
-        """Loops that run on every instance, leader or not."""
+        """Loops that run on every instance, leader or not (emulated batches too: their senders)."""
         assert self._workers is not None
         if self._webhooks is None:
             self._webhooks = WebhookDispatcher(
                 self._db, self._settings, clock=self._clock, prices=self._prices
             )
-        return [self._webhooks, self._workers]
+        return [self._webhooks, self._workers, *self._senders]
 
     async def _lead(self) -> None:
         failures = 0

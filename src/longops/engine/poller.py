@@ -64,6 +64,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from longops.domain.prices import PriceTable
 from longops.domain.provider_status import ProviderPhase
+from longops.domain.results import ProviderResult, UnreadableLine
 from longops.domain.statuses import ItemStatus
 from longops.engine.backoff import exponential, with_jitter
 from longops.engine.metrics import Metrics
@@ -75,8 +76,6 @@ from longops.providers.base import (
     ProviderError,
     ProviderNotFound,
     ProviderRejected,
-    ProviderResult,
-    UnreadableLine,
 )
 from longops.providers.registry import ProviderRegistry
 from longops.settings import Settings

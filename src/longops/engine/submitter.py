@@ -73,7 +73,7 @@ class Submitter:
 
     async def run_once(self) -> float:
         for job_id, provider_name in await pbs.batches_to_plan(
-            self._db, PLAN_PER_CYCLE, self._providers.names()
+            self._db, PLAN_PER_CYCLE, only=self._providers.names(), exclude=self._providers.emulated
         ):
             provider = self._providers.get(provider_name)
             assert provider is not None  # batches_to_plan returns only the configured ones

@@ -50,6 +50,7 @@ from anthropic.types.messages import MessageBatch
 
 from longops.domain.provider_status import UnknownProviderStatus, anthropic_item_status, anthropic_phase
 from longops.domain.requests import CUSTOM_ID_PATTERN
+from longops.domain.results import ProviderResult, UnreadableLine
 from longops.domain.statuses import ItemStatus
 from longops.domain.usage import model_of_response, usage_of_response
 from longops.providers.base import (
@@ -57,11 +58,9 @@ from longops.providers.base import (
     ProviderBatchInfo,
     ProviderError,
     ProviderOutcomeUnknown,
-    ProviderResult,
     ProviderUnavailable,
     Requests,
     Submission,
-    UnreadableLine,
     each_request,
 )
 from longops.providers.reads import ReadClient, caused_by, lines_of, root_cause, status_error

@@ -38,12 +38,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from longops.domain.provider_status import ProviderPhase
 from longops.domain.requests import BatchRequest
-from longops.domain.statuses import ItemStatus
-from longops.domain.usage import Usage
+from longops.domain.results import (
+    ProviderResult,
+    UnreadableLine,
+)
 
 
 class ProviderError(Exception):
@@ -84,42 +86,6 @@ class ProviderBatchInfo:
     # Where the provider keeps this batch's input and results (a results URL, file ids): read by
     # the same adapter's ``results`` and ``release``, opaque to the engine.
     handles: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderResult:
-    """One item's outcome. ``response_json``/``error`` are ready to store (JSON text / small dict).
-
-    ``usage`` (normalized with :func:`longops.domain.usage.usage_of_response`) and ``model`` (the
-    model the response names) are what this result is counted and priced as; None where the
-    result reports none (e.g. an errored request)."""
-
-    custom_id: str
-    status: ItemStatus
-    response_json: str | None
-    error: dict[str, Any] | None
-    usage: Usage | None = None
-    model: str | None = None
-
-
-INVALID_RESULTS_LINE = "invalid_results_line"
-
-
-def unreadable_result(custom_id: str, reason: str) -> ProviderResult:
-    """The outcome of an item whose results line could not be read: errored, saying why."""
-    return ProviderResult(
-        custom_id,
-        ItemStatus.ERRORED,
-        None,
-        {"type": INVALID_RESULTS_LINE, "message": f"the provider's results line was unreadable: {reason}"},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class UnreadableLine:
-    """A results line that could not be read and names no item: counted and logged, never stored."""
-
-    reason: str
 
 
 Requests = Sequence[BatchRequest] | AsyncIterable[BatchRequest]

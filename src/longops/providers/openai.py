@@ -40,6 +40,7 @@ import orjson
 
 from longops.domain.provider_status import UnknownProviderStatus, openai_phase
 from longops.domain.requests import CUSTOM_ID_PATTERN
+from longops.domain.results import ProviderResult, UnreadableLine
 from longops.domain.statuses import ItemStatus
 from longops.domain.usage import model_of_response, usage_of_response
 from longops.providers.base import (
@@ -49,11 +50,9 @@ from longops.providers.base import (
     ProviderNotFound,
     ProviderOutcomeUnknown,
     ProviderRejected,
-    ProviderResult,
     ProviderUnavailable,
     Requests,
     Submission,
-    UnreadableLine,
     each_request,
 )
 from longops.providers.reads import ReadClient, caused_by, lines_of, root_cause, status_error

@@ -103,10 +103,10 @@ class ReadClient:
                     body = b""
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                         body = await response.read()  # a broken error body: classify by status
-                    raise _error_answer(response.status, body)
+                    raise error_answer(response.status, body)
                 yield response
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc) from exc
+            raise transport_error(exc) from exc
 
     @contextlib.asynccontextmanager
     async def _follow(
@@ -133,7 +133,7 @@ class ReadClient:
             self._session = None
 
 
-def _error_answer(status: int, body: bytes) -> ProviderError:
+def error_answer(status: int, body: bytes) -> ProviderError:
     error_type, message = None, f"HTTP {status}: {body[:200]!r}"
     try:
         error = orjson.loads(body)["error"]
@@ -145,7 +145,7 @@ def _error_answer(status: int, body: bytes) -> ProviderError:
     return status_error(status, error_type, message)
 
 
-def _transport_error(exc: BaseException) -> ProviderError:
+def transport_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return ProviderUnavailable(f"could not connect: {exc}", error_type="connection_error")
     if isinstance(exc, TimeoutError):

@@ -146,10 +146,12 @@ def not_configured_reason(name: str) -> str:
 
 
 class ProviderRegistry:
-    """The live provider clients of one engine, by name."""
+    """The live provider clients of one engine, by name. ``emulated``: the names of the providers
+    whose batches longops runs itself (no client here; see :mod:`longops.engine.emulated`)."""
 
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    def __init__(self, providers: Mapping[str, Provider], emulated: frozenset[str] = frozenset()) -> None:
         self._providers = dict(providers)
+        self.emulated = emulated
 
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)
@@ -205,4 +207,5 @@ def build_registry(
                 max_bytes=spec.max_bytes,
                 delete_files=options.openai_delete_files,
             )
-    return ProviderRegistry(providers)
+    emulated = frozenset(spec.name for spec in specs.values() if spec.batch == "emulated")
+    return ProviderRegistry(providers, emulated)

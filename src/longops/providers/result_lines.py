@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from longops.providers.base import ProviderResult, UnreadableLine, unreadable_result
+from longops.domain.results import ProviderResult, UnreadableLine, unreadable_result
 
 # A custom_id named anywhere in a line that is otherwise unreadable.
 _NAMED_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')

@@ -24,8 +24,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from longops.domain.results import ProviderResult
 from longops.domain.statuses import ItemStatus
-from longops.providers.base import ProviderResult
 from longops.store.items import Written, close_open_items, ingest_chunks
 from longops.store.provider_batches import complete_provider_batches
 from longops.store.transitions import (

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from longops.domain.results import ProviderResult
 from longops.domain.statuses import FINAL_ITEM_STATUSES, ItemStatus
 from longops.domain.usage import USAGE_FIELDS, ZERO, Usage
-from longops.providers.base import ProviderResult
 from longops.store.db import Database
 from longops.store.tables import items
 from longops.store.transitions import add_item_counts

@@ -8,7 +8,7 @@ provider's list of batches.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,23 +55,46 @@ def plan_splits(sizes: Sequence[tuple[int, int]], *, max_requests: int, max_byte
     return splits
 
 
-async def batches_to_plan(db: Database, limit: int, providers: Sequence[str]) -> list[tuple[str, str]]:
-    """(job id, provider) of created batches of these providers not yet claimed for submission,
-    oldest first. A batch of another provider waits, and takes no place from these."""
+async def batches_to_plan(
+    db: Database,
+    limit: int,
+    *,
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> list[tuple[str, str]]:
+    """(job id, provider) of created batches not yet claimed for submission, oldest first; of the
+    providers in ``only`` (if given) and not in ``exclude``. A batch of another provider waits, and
+    takes no place from these."""
+    query = select(jobs.c.id, jobs.c.provider).where(
+        jobs.c.job_type == LLM_BATCH,
+        jobs.c.status == JobStatus.CREATED,
+        jobs.c.submission_started_at.is_(None),
+        jobs.c.cancel_requested_at.is_(None),
+    )
+    if only is not None:
+        query = query.where(jobs.c.provider.in_(list(only)))
+    if exclude:
+        query = query.where(jobs.c.provider.not_in(list(exclude)))
     async with db.read() as conn:
-        rows = await conn.execute(
-            select(jobs.c.id, jobs.c.provider)
-            .where(
-                jobs.c.job_type == LLM_BATCH,
-                jobs.c.status == JobStatus.CREATED,
-                jobs.c.submission_started_at.is_(None),
-                jobs.c.cancel_requested_at.is_(None),
-                jobs.c.provider.in_(list(providers)),
-            )
-            .order_by(jobs.c.id)
-            .limit(limit)
-        )
+        rows = await conn.execute(query.order_by(jobs.c.id).limit(limit))
         return [(job_id, provider) for job_id, provider in rows]
+
+
+async def claim_for_submission(conn: AsyncConnection, job_id: str, now: datetime) -> bool:
+    """Claim a created batch for submission: a compare-and-set on the job row
+    (``submission_started_at`` from NULL), the same row a cancel writes, so a batch is either
+    cancelled before anything is sent or claimed, never both."""
+    claimed = await conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.status == JobStatus.CREATED,
+            jobs.c.submission_started_at.is_(None),
+            jobs.c.cancel_requested_at.is_(None),
+        )
+        .values(submission_started_at=now, updated_at=now)
+    )
+    return claimed.rowcount == 1
 
 
 async def plan_submission(
@@ -79,22 +102,11 @@ async def plan_submission(
 ) -> int:
     """Claim a created batch for submission and cut it into provider batches, in one transaction.
 
-    The claim is a compare-and-set on the job row (``submission_started_at`` from NULL), the same row
-    a cancel writes, so a batch is either cancelled before anything is sent or planned, never both.
-    Returns the number of provider batches planned (0 if the claim lost).
+    The claim is :func:`claim_for_submission`. Returns the number of provider batches planned (0 if
+    the claim lost).
     """
     async with db.write() as conn:
-        claimed = await conn.execute(
-            update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.status == JobStatus.CREATED,
-                jobs.c.submission_started_at.is_(None),
-                jobs.c.cancel_requested_at.is_(None),
-            )
-            .values(submission_started_at=now, updated_at=now)
-        )
-        if claimed.rowcount != 1:
+        if not await claim_for_submission(conn, job_id, now):
             return 0
         sizes = (
             await conn.execute(
@@ -383,7 +395,8 @@ async def complete_provider_batches(
 
 
 async def due_polls(db: Database, now: datetime, limit: int) -> Sequence[RowMapping]:
-    """Running provider batches that are due, oldest poll first (never polled ones first of all)."""
+    """Running provider batches that are due at a provider, oldest poll first (never polled ones
+    first of all); emulated ones are run by :mod:`longops.engine.emulated` instead."""
     async with db.read() as conn:
         return (
             (
@@ -393,6 +406,7 @@ async def due_polls(db: Database, now: datetime, limit: int) -> Sequence[RowMapp
                     .where(
                         provider_batches.c.status == ProviderBatchStatus.RUNNING,
                         provider_batches.c.next_action_at <= now,
+                        provider_batches.c.emulated == 0,  # run by longops, not at a provider
                     )
                     .order_by(provider_batches.c.last_polled_at.asc().nulls_first(), provider_batches.c.id)
                     .limit(limit)

@@ -123,6 +123,8 @@ provider_batches = Table(
     # What the adapter staged at the provider for this submission (an uploaded input file), kept
     # until the batch is created or reconciled as never created (migration 0007).
     Column("staged", JSON),
+    # 1: longops runs this provider batch itself (an emulated batch, migration 0009): never polled.
+    Column("emulated", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_provider_batches_status_next_action_at", "status", "next_action_at"),
@@ -148,10 +150,20 @@ items = Table(
     # result written (attempts add up); ``model`` is the model the latest result named.
     Column("model", String(128)),
     *(Column(name, Integer) for name in USAGE_FIELDS),
+    # Emulated batches only (migration 0009; see store/emulated.py): when the item may next be
+    # claimed (pending: send time; running: lease end); NULL for other items and once final.
+    Column("due_at", UTCDateTime),
     Index("uq_items_job_id_custom_id", "job_id", "custom_id", unique=True),
     Index("uq_items_job_id_seq", "job_id", "seq", unique=True),
     # No index on status (migration 0006): writing an item's result is then a HOT update, on the same
     # page (fillfactor 40 leaves the room). Open items are counted by the job's request counters.
+    Index(
+        "ix_items_due_at_id",
+        "due_at",
+        "id",
+        sqlite_where=text("due_at IS NOT NULL"),
+        postgresql_where=text("due_at IS NOT NULL"),
+    ),
     postgresql_with={"fillfactor": 40},
 )
 

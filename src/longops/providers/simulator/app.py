@@ -1,7 +1,9 @@
 """The simulator's HTTP surface: the Anthropic Message Batches API plus ``/_simulator`` controls.
 
-Faults are queued per endpoint (``create``, ``retrieve``, ``list``, ``cancel``, ``results``) and
-each one is used by exactly one later call, in order, so a test states precisely which call fails.
+Faults are queued per endpoint (``create``, ``retrieve``, ``list``, ``cancel``, ``results``, the
+OpenAI wire's ``upload`` and ``delete``, ``live`` for the live endpoints of :mod:`.live`) and each
+one is used by exactly one later call, in order, so a test states precisely which call fails
+(``{endpoint}_retry_after_seconds`` gives that spec's errors a ``Retry-After`` header).
 An error fault answers without acting; ``create_applied_errors`` creates the batch and then answers
 the error (a 5xx after the fact, for reconciliation tests); a delay holds the answer after acting,
 until the delay passes or the client hangs up (a client-side timeout).
@@ -25,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from longops.providers.simulator.live import LIVE_PATHS, LiveStats, disconnected, live_routes
 from longops.providers.simulator.openai_wire import OpenAIState, openai_error, openai_routes
 from longops.providers.simulator.state import SimApiError, SimulatorState, parse_create_body
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "results", "upload", "delete")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "results", "upload", "delete", "live")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -56,18 +59,25 @@ class Faults:
 
     def clear(self) -> None:
         self.errors: dict[str, list[int]] = defaultdict(list)
+        self.retry_after: dict[str, list[float | None]] = defaultdict(list)  # beside each error
         self.delays: dict[str, list[float]] = defaultdict(list)
         self.create_applied_errors: list[int] = []
         self.results_cuts: list[int] = []
 
     def add(self, spec: dict[str, Any]) -> None:
         """Validate the whole spec first, so a bad one queues nothing."""
-        known = {f"{e}_{suffix}" for e in ENDPOINTS for suffix in ("errors", "delay_seconds", "delay_count")}
+        suffixes = ("errors", "retry_after_seconds", "delay_seconds", "delay_count")
+        known = {f"{e}_{suffix}" for e in ENDPOINTS for suffix in suffixes}
         known |= {"create_applied_errors", "results_cut_after_lines", "results_cut_count"}
         unknown = set(spec) - known
         if unknown:
             raise SimApiError(400, "invalid_request_error", f"unknown fault(s): {', '.join(sorted(unknown))}")
         errors = {endpoint: _status_list(spec, f"{endpoint}_errors") for endpoint in ENDPOINTS}
+        after = {
+            endpoint: _number(spec, f"{endpoint}_retry_after_seconds")
+            for endpoint in ENDPOINTS
+            if f"{endpoint}_retry_after_seconds" in spec
+        }
         delays = {
             endpoint: [_number(spec, f"{endpoint}_delay_seconds")]
             * int(_number(spec, f"{endpoint}_delay_count", 1))
@@ -81,6 +91,7 @@ class Faults:
             cuts = [lines] * int(_number(spec, "results_cut_count", 1))
         for endpoint in ENDPOINTS:
             self.errors[endpoint] += errors[endpoint]
+            self.retry_after[endpoint] += [after.get(endpoint)] * len(errors[endpoint])
             self.delays[endpoint] += delays.get(endpoint, [])
         self.create_applied_errors += applied
         self.results_cuts += cuts
@@ -94,22 +105,21 @@ class Faults:
         }
 
     def raise_error(self, endpoint: str, queue: list[int] | None = None) -> None:
-        queue = self.errors[endpoint] if queue is None else queue
+        after = None
+        if queue is None:
+            queue = self.errors[endpoint]
+            after = self.retry_after[endpoint].pop(0) if queue else None
         if queue:
             status = queue.pop(0)
             error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-            raise SimApiError(status, error_type, f"Simulated {error_type} (HTTP {status}) on {endpoint}")
+            message = f"Simulated {error_type} (HTTP {status}) on {endpoint}"
+            raise SimApiError(status, error_type, message, retry_after=after)
 
     async def hold(self, endpoint: str, request: Request) -> None:
         """Hold the answer for a queued delay, ending early when the client hangs up."""
         if self.delays[endpoint]:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_disconnected(request), self.delays[endpoint].pop(0))
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+                await asyncio.wait_for(disconnected(request), self.delays[endpoint].pop(0))
 
 
 def _number(spec: dict[str, Any], key: str, default: float | None = None) -> float:
@@ -130,11 +140,18 @@ class Stats:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter({endpoint: 0 for endpoint in ENDPOINTS})
         self.by_batch: dict[str, Counter[str]] = defaultdict(Counter)
+        self.live = LiveStats()
 
     def count(self, endpoint: str, batch_id: str | None = None) -> None:
         self.calls[endpoint] += 1
         if batch_id is not None:
             self.by_batch[batch_id][endpoint] += 1
+
+
+def _with_retry_after(response: Response, exc: SimApiError) -> Response:
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = f"{exc.retry_after:g}"
+    return response
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -189,7 +206,7 @@ async def _stream(lines: Iterator[bytes], cut_after: int | None) -> AsyncIterato
 
 def _is_openai(request: Request) -> bool:
     path = request.url.path
-    return path.startswith(("/v1/files", "/v1/batches"))
+    return path.startswith(("/v1/files", "/v1/batches", *LIVE_PATHS))
 
 
 def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -> Starlette:
@@ -267,6 +284,7 @@ def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -
                 "calls": dict(stats.calls),
                 "by_batch": {batch_id: dict(counts) for batch_id, counts in stats.by_batch.items()},
                 "batches": len(state) + len(openai_state.batches),
+                "live": stats.live.to_wire(),
             }
         )
 
@@ -296,8 +314,8 @@ def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -
     async def on_sim_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SimApiError)
         if _is_openai(request):
-            return openai_error(exc.status_code, exc.error_type, exc.message)
-        return _error(exc.status_code, exc.error_type, exc.message)
+            return _with_retry_after(openai_error(exc.status_code, exc.error_type, exc.message), exc)
+        return _with_retry_after(_error(exc.status_code, exc.error_type, exc.message), exc)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -313,6 +331,7 @@ def create_app(state: SimulatorState, openai_state: OpenAIState | None = None) -
             Route(batches + "/{batch_id}/cancel", cancel, methods=["POST"]),
             Route(batches + "/{batch_id}/results", results, methods=["GET"]),
             *openai_routes(openai_state, faults, stats, _stream),
+            *live_routes(state.config, faults, stats),
             Route("/_simulator/stats", get_stats, methods=["GET"]),
             Route("/_simulator/faults", add_faults, methods=["POST"]),
             Route("/_simulator/faults", get_faults, methods=["GET"]),

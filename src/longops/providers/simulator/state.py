@@ -54,11 +54,14 @@ _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghijkmnopqrstuvwxyz"
 class SimApiError(Exception):
     """An answer in the Anthropic error envelope: ``{"type": "error", "error": {type, message}}``."""
 
-    def __init__(self, status_code: int, error_type: str, message: str) -> None:
+    def __init__(
+        self, status_code: int, error_type: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error_type = error_type
         self.message = message
+        self.retry_after = retry_after  # seconds: sent as Retry-After
 
 
 @dataclass
@@ -69,6 +72,7 @@ class SimConfig:
     cancel_seconds: float = 1.0
     error_rate: float = 0.0
     expiry_seconds: float = DAY_SECONDS
+    live_latency_seconds: float = 0.0  # how long a live endpoint takes to answer
 
     def update(self, changes: dict[str, Any]) -> None:
         for name, value in changes.items():
