@@ -229,3 +229,25 @@ def test_the_api_key_works_after_the_command(running: Cluster) -> None:
     job_id = out.strip()
     code, out, err = cli(running, "--api-key", key, "jobs", "status", job_id, "--json", "--server-url", url)
     assert code == 0 and json.loads(out)["id"] == job_id, err
+
+
+def test_the_cli_lists_the_providers_the_server_offers(running: Cluster) -> None:
+    url = running.start_server("api")
+    offered = [info.name for info in Client(base_url=url).providers.list().data]
+    assert {"simulator", "simulator_openai"} <= set(offered)
+
+    code, out, err = cli(running, "providers", "--json", "--server-url", url)
+    assert code == 0, err
+    assert [row["name"] for row in json.loads(out)["data"]] == offered
+
+    code, _, err = cli(running, "submit", "hello.jsonl", "--server-url", url)  # no --provider
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"error: --provider is required: this server offers {', '.join(offered)} (see `longops providers`)"
+    ]
+
+    code, _, err = cli(running, "submit", "hello.jsonl", "--provider", "nope", "--server-url", url)
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert "unknown provider 'nope'" in line
+    assert f"this server offers: {', '.join(sorted(offered))}" in line

@@ -379,8 +379,13 @@ def submit(
         Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
     ],
     provider: Annotated[
-        str, typer.Option(metavar="NAME", help="Provider to run the batch on, e.g. anthropic.")
-    ],
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            show_default=False,
+            help="Provider to run the batch on (required; `longops providers` lists this server's).",
+        ),
+    ] = None,
     endpoint: Annotated[
         str | None,
         typer.Option(
@@ -426,6 +431,7 @@ def submit(
     upload = upload_threshold == 0 or size > upload_threshold * 1024 * 1024
     requests = None if upload else _read_requests(file)
     with _client(ctx) as client:
+        provider = _required_provider(client, provider)
         if requests is None:
             batch = _ingest_with_progress(
                 client, file, size, provider, endpoint, extra, callback_url, timeout
@@ -566,20 +572,50 @@ def results(
 
 
 @_client_command(app)
+def providers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON list.")] = False,
+) -> None:
+    """List the providers this server can run batches on, with their protocol and endpoints."""
+    with _client(ctx) as client:
+        found = client.providers.list()
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    table = Table("name", "protocol", "batch", "endpoints", box=box.SIMPLE_HEAD)
+    for info in found.data:
+        table.add_row(Text(info.name), info.protocol, info.batch, Text(", ".join(info.endpoints)))
+    _console().print(table)
+
+
+def _required_provider(client: Client, provider: str | None) -> str:
+    """``provider``, or, when it was not given, an error that lists what the server offers."""
+    if provider is not None:
+        return provider
+    names = ", ".join(info.name for info in client.providers.list().data)
+    _fail(f"--provider is required: this server offers {names} (see `longops providers`)")
+
+
+@_client_command(app)
 def estimate(
     ctx: typer.Context,
     file: Annotated[
         Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
     ],
     provider: Annotated[
-        str, typer.Option(metavar="NAME", help="Provider the batch would run on, e.g. anthropic.")
-    ],
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            show_default=False,
+            help="Provider the batch would run on (required; `longops providers` lists this server's).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON estimate.")] = False,
 ) -> None:
     """Estimate what submitting FILE would cost (a dry run: the server stores nothing)."""
     requests = _read_requests(file)
     with _client(ctx) as client:
-        found = client.batches.estimate(provider=provider, requests=requests)
+        found = client.batches.estimate(provider=_required_provider(client, provider), requests=requests)
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
         return

@@ -51,6 +51,7 @@ class Collection(Generic[M]):
 BATCHES = Collection("/v1/batches", Batch)
 JOBS = Collection("/v1/jobs", Job)
 FILES_PATH = "/v1/files"
+PROVIDERS_PATH = "/v1/providers"
 USAGE_PATH = "/v1/usage"
 INGEST_JOB_TYPE = "batch_ingest"
 
@@ -102,6 +103,11 @@ def list_usage(
     keys = group_by if isinstance(group_by, str) or group_by is None else ",".join(group_by)
     params = query(start=_iso(start), end=_iso(end), group_by=keys)
     return RequestSpec("GET", USAGE_PATH, params=params)
+
+
+def list_providers() -> RequestSpec:
+    """``GET /v1/providers``."""
+    return RequestSpec("GET", PROVIDERS_PATH)
 
 
 def _iso(value: str | date | datetime | None) -> str | None:

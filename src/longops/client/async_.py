@@ -42,6 +42,7 @@ from longops.domain.schemas import (
     Item,
     Job,
     Page,
+    ProviderList,
     ResultLine,
     UsageReport,
     WebhookEventRef,
@@ -369,6 +370,17 @@ class AsyncJobs(_Resource[Job]):
         return _pages(lambda after: self.list(job_type=job_type, status=status, limit=page_size, after=after))
 
 
+class AsyncProviders:
+    """``GET /v1/providers``: the providers this server can use."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    async def list(self) -> ProviderList:
+        """Every provider a batch may name, with its protocol, batch kind and endpoints."""
+        return parse(ProviderList, await self._transport.request(routes.list_providers()))
+
+
 class AsyncUsage:
     """``GET /v1/usage``: the organization's usage and cost by provider, model and UTC day."""
 
@@ -405,6 +417,7 @@ class AsyncClient:
         self.jobs = AsyncJobs(self._transport)
         self.files = AsyncFiles(self._transport)
         self.usage = AsyncUsage(self._transport)
+        self.providers = AsyncProviders(self._transport)
 
     @property
     def base_url(self) -> str:

@@ -37,6 +37,7 @@ from longops.domain.schemas import (
     Item,
     Job,
     Page,
+    ProviderList,
     ResultLine,
     UsageReport,
     WebhookEventRef,
@@ -355,6 +356,17 @@ class Jobs(_Resource[Job]):
         return _pages(lambda after: self.list(job_type=job_type, status=status, limit=page_size, after=after))
 
 
+class Providers:
+    """``GET /v1/providers``: the providers this server can use."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+
+    def list(self) -> ProviderList:
+        """Every provider a batch may name, with its protocol, batch kind and endpoints."""
+        return parse(ProviderList, self._transport.request(routes.list_providers()))
+
+
 class Usage:
     """``GET /v1/usage``: the organization's usage and cost by provider, model and UTC day."""
 
@@ -393,6 +405,7 @@ class Client:
         self.jobs = Jobs(self._transport)
         self.files = Files(self._transport)
         self.usage = Usage(self._transport)
+        self.providers = Providers(self._transport)
 
     @property
     def base_url(self) -> str:

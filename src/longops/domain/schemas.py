@@ -134,6 +134,12 @@ class ProviderInfo(_Model):
     endpoints: list[str]
 
 
+class ProviderList(_Model):
+    """``GET /v1/providers``."""
+
+    data: list[ProviderInfo]
+
+
 class Job(_Model):
     id: str
     object: Literal["job"] = "job"

@@ -74,7 +74,7 @@ async def check_input(
         raise IngestInputError("input.provider: must be a provider name")
     spec = providers.get(provider)
     if spec is None:
-        raise IngestInputError(f"input.provider: {not_configured_reason(provider)}")
+        raise IngestInputError(f"input.provider: {not_configured_reason(provider, providers)}")
     try:
         endpoint = checked_endpoint(raw.get("endpoint"), spec.endpoints, spec.name)
     except BatchValidationError as exc:

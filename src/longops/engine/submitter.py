@@ -110,7 +110,10 @@ class Submitter:
                 pb["id"],
                 now,
                 now + timedelta(seconds=delay),
-                {"type": "provider_not_configured", "message": not_configured_reason(pb["provider"])},
+                {
+                    "type": "provider_not_configured",
+                    "message": not_configured_reason(pb["provider"], self._providers.names()),
+                },
             )
             return
         if pb["submit_started_at"] is not None:

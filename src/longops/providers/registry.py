@@ -22,7 +22,7 @@ This module reads no settings: the caller passes :class:`ProviderOptions` and th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -135,14 +135,19 @@ def configured_providers(
     return specs
 
 
-def not_configured_reason(name: str) -> str:
+def not_configured_reason(name: str, offered: Iterable[str] = ()) -> str:
+    """Why ``name`` cannot be used, and what can: ``offered`` are the providers this server has."""
+    names = ", ".join(sorted(offered))
+    choice = f"; this server offers: {names}" if names else ""
     if name == ANTHROPIC:
-        return "provider 'anthropic' is not configured: set ANTHROPIC_API_KEY"
+        return f"provider 'anthropic' is not configured: set ANTHROPIC_API_KEY{choice}"
     if name == OPENAI:
-        return "provider 'openai' is not configured: set OPENAI_API_KEY"
+        return f"provider 'openai' is not configured: set OPENAI_API_KEY{choice}"
     if name == OPENAI_COMPATIBLE:
-        return "provider 'openai_compatible' is not configured: set LONGOPS_OPENAI_COMPATIBLE_BASE_URL"
-    return f"unknown provider {name!r}: see GET /v1/providers for the providers of this server"
+        return (
+            f"provider 'openai_compatible' is not configured: set LONGOPS_OPENAI_COMPATIBLE_BASE_URL{choice}"
+        )
+    return f"unknown provider {name!r}{choice or ': see GET /v1/providers'}"
 
 
 class ProviderRegistry:

@@ -60,7 +60,9 @@ async def create_batch(
 ) -> Batch:
     spec = state.providers.get(body.provider)
     if spec is None:
-        raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
+        raise APIError(
+            422, "validation_error", f"provider: {not_configured_reason(body.provider, state.providers)}"
+        )
     endpoint = checked_endpoint(body.endpoint, spec.endpoints, spec.name)
     check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
     parsed = await off_loop(

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from longops.api.deps import State
-from longops.domain.schemas import ProviderInfo
+from longops.domain.schemas import ProviderInfo, ProviderList
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
-
-
-class ProviderList(BaseModel):
-    data: list[ProviderInfo]
 
 
 @router.get("", response_model=ProviderList)

@@ -30,7 +30,9 @@ async def estimate(body: BatchCreate, state: State) -> BatchEstimate:
     """What the batch this body would create might cost; validated as ``POST /v1/batches``, nothing stored."""
     spec = state.providers.get(body.provider)
     if spec is None:
-        raise APIError(422, "validation_error", f"provider: {not_configured_reason(body.provider)}")
+        raise APIError(
+            422, "validation_error", f"provider: {not_configured_reason(body.provider, state.providers)}"
+        )
     endpoint = checked_endpoint(body.endpoint, spec.endpoints, spec.name)
     check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
     parsed = await off_loop(
