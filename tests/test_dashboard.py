@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.support.browser import chromium, watched_context
 from tests.support.harness import message
 from tests.support.keys import bearer, create_key_now, revoke_keys_now
+from tests.support.receiver import Receiver
 from tests.support.servers import app_in_thread
 
 T = TypeVar("T")
@@ -56,6 +57,13 @@ def off_loop(function: Callable[..., T], *args: Any) -> T:
     the key helpers' ``asyncio.run`` cannot run here."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(function, *args).result()
+
+
+def create_job(url: str, job_type: str, input: Any, **extra: Any) -> dict[str, Any]:
+    response = httpx.post(f"{url}/v1/jobs", json={"job_type": job_type, "input": input, **extra}, timeout=30)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def api_get(url: str, path: str, key: str | None = None) -> httpx.Response:
@@ -242,3 +250,39 @@ def test_api_docs_render_offline(browser: Browser, make_settings, path: str, rea
         expect(page.get_by_text("/v1/batches").first).to_be_visible()
         assert watched.left_loopback == []
         assert any("/ui/static/vendor/" in url for url in watched.requested)
+
+
+def test_job_pages_cancel_and_redeliver_the_webhook(browser: Browser, make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(handlers="tests.handlers_example", webhook_allow_private=True)
+    with (
+        Receiver().running() as receiver,
+        app_in_thread(settings) as app,
+        watched_context(browser) as watched,
+    ):
+        done = create_job(app.url, "echo", {"say": "<b>hi</b>"}, callback_url=receiver.url)
+        page = watched.new_page()
+        page.goto(f"{app.url}/ui/jobs")
+        expect(page.locator(f'tr[data-job-id="{done["id"]}"]')).to_contain_text("completed")
+        page.locator(f'tr[data-job-id="{done["id"]}"] a').click()
+        expect(page.locator("#result")).to_contain_text('"say": "<b>hi</b>"')
+        expect(page.locator("#input")).to_contain_text("<b>hi</b>")
+        expect(page.locator("#attempts")).to_have_text("1")
+        deliveries = page.locator("section", has_text="Webhook deliveries").locator("tbody tr")
+        expect(deliveries).to_have_count(1)  # the page refreshed until the webhook was delivered
+        page.get_by_role("button", name="Redeliver webhook", exact=True).click()
+        expect(page.locator(".flash")).to_have_text("Webhook queued for redelivery.")
+        expect(deliveries).to_have_count(2)
+        api = api_get(app.url, f"/v1/jobs/{done['id']}/deliveries").json()["data"]
+        assert [d["attempt"] for d in api] == [1, 2] and all(d["status_code"] == 200 for d in api)
+        assert len({hit.headers["webhook-id"] for hit in receiver.hits}) == 1 and len(receiver.hits) == 2
+
+        held = create_job(app.url, "hold", {"dir": str(tmp_path)})
+        page.goto(f"{app.url}/ui/jobs/{held['id']}")
+        expect(page.locator(".headline .status")).to_have_text("running")
+        page.get_by_role("button", name="Cancel", exact=True).click()
+        expect(page.locator(".flash")).to_have_text("Cancellation requested.")
+        assert api_get(app.url, f"/v1/jobs/{held['id']}").json()["cancel_requested_at"] is not None
+        (tmp_path / "release").touch()  # the handler returns; the job still ends cancelled
+        expect(page.locator(".headline .status")).to_have_text("cancelled")
+        assert api_get(app.url, f"/v1/jobs/{held['id']}").json()["status"] == "cancelled"
+        assert watched.left_loopback == [] and watched.console_errors == []

@@ -4,7 +4,8 @@ Every read goes through the API's own route functions (``api.routes``), called w
 organization, so a page shows exactly what the REST API would answer to the same key: the same
 scoping (another organization's id is a 404), the same objects, the same keyset pages. Nothing here
 counts items: counts and progress come from each batch's stored ``request_counts``, items are read one
-page at a time, and the overview's figures come from ``store.dashboard``.
+page at a time, and the overview's figures come from ``store.dashboard``. A batch or job page keeps
+refreshing while the batch or job is active or its webhook is still to be delivered, then stops.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from longops.api.ui.render import UIRoute, enum_filter, page
 from longops.api.ui.security import ViewerDep
 from longops.domain.statuses import ItemStatus, JobStatus
 from longops.store import dashboard
+from longops.store.events import delivery_pending
 from longops.store.items import get_item_row
 from longops.store.jobs import JobNotFound, get_batch, load_batches
 from longops.store.views import LLM_BATCH, item_view
@@ -112,8 +114,11 @@ async def batch_page(
         batch_id, state, viewer.org, limit=ITEMS_PER_PAGE, after=after or None, status=status_filter
     )
     delivered = await deliveries.batch_deliveries(batch_id, state, viewer.org)
+    async with state.db.read() as conn:
+        webhook_pending = await delivery_pending(conn, batch_id)
     context = {
         "batch": batch,
+        "live": not batch.status.is_terminal or webhook_pending,
         "items": items.data,
         "has_more": items.has_more,
         "last_id": items.last_id,
@@ -181,4 +186,11 @@ async def job_page(request: Request, job_id: str, viewer: ViewerDep) -> Response
     if job.job_type == LLM_BATCH:
         return RedirectResponse(f"/ui/batches/{job_id}", status_code=303)
     delivered = await deliveries.job_deliveries(job_id, state, viewer.org)
-    return page(request, "job.html", {"job": job, "deliveries": delivered.data}, viewer)
+    async with state.db.read() as conn:
+        webhook_pending = await delivery_pending(conn, job_id)
+    context = {
+        "job": job,
+        "deliveries": delivered.data,
+        "live": not job.status.is_terminal or webhook_pending,
+    }
+    return page(request, "job.html", context, viewer)
