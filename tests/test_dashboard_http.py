@@ -163,3 +163,15 @@ def test_the_csrf_token_is_the_sessions_own(make_settings, database_url: str) ->
             assert (
                 first.get(f"/v1/batches/{batch['id']}", headers=bearer(key)).json()["status"] == "cancelled"
             )
+
+
+def test_batches_filter_by_provider_in_the_api_and_the_page(make_settings) -> None:  # type: ignore[no-untyped-def]
+    with app_in_thread(make_settings(), run_engine=False) as app, httpx.Client(base_url=app.url) as client:
+        batch = create_batch(client)
+        listed = client.get("/v1/batches", params={"provider": "simulator"}).json()["data"]
+        assert [b["id"] for b in listed] == [batch["id"]]
+        assert client.get("/v1/batches", params={"provider": "anthropic"}).json()["data"] == []
+        too_long = client.get("/v1/batches", params={"provider": "p" * 33})
+        assert too_long.status_code == 422 and too_long.json()["error"]["message"].startswith("provider:")
+        assert batch["id"] in client.get("/ui/batches", params={"provider": "simulator"}).text
+        assert batch["id"] not in client.get("/ui/batches", params={"provider": "anthropic"}).text
