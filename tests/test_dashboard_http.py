@@ -64,6 +64,8 @@ def test_every_page_has_the_headers_and_no_inline_script(make_settings) -> None:
         for path in pages:
             response = client.get(path)
             assert response.status_code in (200, 404), path
+            refresh = client.get(path, headers={"HX-Request": "true"})  # a live part, or the whole page
+            assert refresh.status_code == response.status_code, path
             csp = response.headers["content-security-policy"]
             assert (
                 "script-src 'self';" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
 CHROMIUM = os.environ.get("LONGOPS_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -31,6 +31,9 @@ ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 LOOPBACK = frozenset({"127.0.0.1"})
+WAIT_MS = 60_000  # the bound of every wait on a page: a condition awaited, never a sleep
+
+expect.set_options(timeout=WAIT_MS)  # Playwright's assertions otherwise give up after 5 s
 
 
 @contextmanager
@@ -74,7 +77,7 @@ class WatchedContext:
 @contextmanager
 def watched_context(browser: Browser) -> Iterator[WatchedContext]:
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)  # the bound of every wait on the page (a condition, not a sleep)
+    context.set_default_timeout(WAIT_MS)
     watched = WatchedContext(context)
     context.route("**/*", watched._route)
     try:

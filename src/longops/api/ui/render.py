@@ -40,6 +40,8 @@ from longops.store.jobs import JobNotFound
 HERE = Path(__file__).parent
 SIGN_IN_PATH = "/ui/sign-in"
 FLASH_COOKIE = "longops_flash"
+# The pages with a live part (``NAME_live.html``, which htmx refreshes); any other page is always whole.
+LIVE_PAGES = frozenset({"overview.html", "batches.html", "batch.html", "jobs.html", "job.html"})
 
 
 def _timestamp(value: datetime | None) -> str:
@@ -114,7 +116,7 @@ def page(
     flash = _read_flash(request)
     values = {"viewer": viewer, "csrf_token": token, "flash": flash, "live_url": _live_url(request)}
     values.update(context)
-    if is_htmx(request):
+    if is_htmx(request) and template in LIVE_PAGES:
         live = template.removesuffix(".html") + "_live.html"
         response = templates.TemplateResponse(request, live, values, status_code=status_code)
     else:
@@ -210,7 +212,8 @@ class UIRoute(APIRoute):
             except (BadFilter, RequestValidationError) as exc:
                 response = _error_page(request, 422, "Invalid filter", _filter_message(exc))
             except JobNotFound as exc:
-                response = _error_page(request, 404, "Not found", f"No such batch or job: {exc.args[0]}")
+                message = f"No such batch, job or item: {exc.args[0]}"
+                response = _error_page(request, 404, "Not found", message)
             response.headers.update(SECURITY_HEADERS)
             return response
 
