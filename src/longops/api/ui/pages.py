@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from longops.api.deps import state_of
+from longops.api.deps import AppState, state_of
 from longops.api.routes import batches, deliveries, jobs
 from longops.api.ui.render import UIRoute, enum_filter, page
 from longops.api.ui.security import ViewerDep
@@ -35,6 +35,14 @@ JOBS_PER_PAGE = 25
 ATTENTION_ROWS = 10
 
 Filter = Annotated[str | None, Query(max_length=64)]
+
+
+async def _webhook_pending(state: AppState, job_id: str) -> bool:
+    """Whether the page must keep refreshing for the webhook. Read *before* the deliveries: an attempt
+    that ends between the two reads is then either still pending (the page refreshes and shows it
+    next time) or already listed; read after, it could be neither, and the page would stop without it."""
+    async with state.db.read() as conn:
+        return await delivery_pending(conn, job_id)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -113,9 +121,8 @@ async def batch_page(
     items = await batches.list_items(
         batch_id, state, viewer.org, limit=ITEMS_PER_PAGE, after=after or None, status=status_filter
     )
+    webhook_pending = await _webhook_pending(state, batch_id)  # before the deliveries: see there
     delivered = await deliveries.batch_deliveries(batch_id, state, viewer.org)
-    async with state.db.read() as conn:
-        webhook_pending = await delivery_pending(conn, batch_id)
     context = {
         "batch": batch,
         "live": not batch.status.is_terminal or webhook_pending,
@@ -185,9 +192,8 @@ async def job_page(request: Request, job_id: str, viewer: ViewerDep) -> Response
     job = await jobs.get_job(job_id, state, viewer.org)
     if job.job_type == LLM_BATCH:
         return RedirectResponse(f"/ui/batches/{job_id}", status_code=303)
+    webhook_pending = await _webhook_pending(state, job_id)
     delivered = await deliveries.job_deliveries(job_id, state, viewer.org)
-    async with state.db.read() as conn:
-        webhook_pending = await delivery_pending(conn, job_id)
     context = {
         "job": job,
         "deliveries": delivered.data,
