@@ -51,7 +51,11 @@ def shape_for(total: int) -> Shape:
 
 async def populate(db: Database, shape: Shape) -> str:
     """Write the batches; returns the big batch's id (created first, so it is the oldest)."""
-    sizes = [shape.big] + [SMALL_BATCH] * shape.small
+    return await populate_sizes(db, [shape.big] + [SMALL_BATCH] * shape.small)
+
+
+async def populate_sizes(db: Database, sizes: list[int]) -> str:
+    """Write finished batches of these sizes, in this order; returns the first one's id (the oldest)."""
     job_rows, pb_rows = [], []
     for index, size in enumerate(sizes):
         job_id, errored = f"job_{index:026d}", size // 100

@@ -23,3 +23,18 @@ def create_key_now(database_url: str, org: str) -> str:
             await db.dispose()
 
     return asyncio.run(create())
+
+
+def revoke_keys_now(database_url: str, org: str) -> None:
+    """Revoke every key of ``org``, as ``longops keys revoke`` would."""
+
+    async def revoke() -> None:
+        db = open_database(database_url)
+        try:
+            for key in await api_keys.list_keys(db):
+                if key.org_id == org:
+                    await api_keys.revoke_key(db, key.id)
+        finally:
+            await db.dispose()
+
+    asyncio.run(revoke())

@@ -13,9 +13,11 @@ from longops.api.access_log import AccessLogMiddleware
 from longops.api.auth import AuthMiddleware, OpenMode, describe_bearer_auth, is_loopback_host
 from longops.api.body_limit import BodyLimitMiddleware
 from longops.api.deps import AppState
+from longops.api.docs_pages import install_docs_pages
 from longops.api.errors import install_error_handlers
 from longops.api.limits import reject_unknown_query_params
 from longops.api.routes import batches, deliveries, files, health, jobs, providers, usage
+from longops.api.ui import install_ui
 from longops.api.url_guard import URLGuardMiddleware
 from longops.engine.engine import Engine
 from longops.engine.metrics import Metrics
@@ -71,6 +73,8 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
         version=__version__,
         description="Long-running operations and LLM batches: REST API.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs_pages, from the package rather than a CDN
+        redoc_url=None,
         dependencies=[Depends(reject_unknown_query_params)],
     )
     install_error_handlers(app)
@@ -82,6 +86,8 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> FastAPI:
     app.include_router(files.router)
     app.include_router(providers.router)
     app.include_router(health.router)
+    install_docs_pages(app)
+    install_ui(app)  # /ui/: the dashboard, which authenticates its own requests (session cookie)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,

@@ -1,9 +1,11 @@
 """Who is calling: ``Authorization: Bearer lo_…`` on every request, or open mode on loopback.
 
 Every path except :data:`PUBLIC_PATHS` (health, readiness, metrics and the API's own description)
-needs an active key; the key's organization is put in the request scope, and ``deps.caller_org``
-hands it to the routes, which scope every query to it. A missing, malformed, unknown or revoked key
-gets the same 401 ``authentication_error`` with the same message, so an answer never tells which.
+and the dashboard under :data:`SELF_AUTHENTICATED_PREFIX` (which checks its own session cookie, see
+``longops.api.ui.security``) needs an active key; the key's organization is put in the request
+scope, and ``deps.caller_org`` hands it to the routes, which scope every query to it. A missing,
+malformed, unknown or revoked key gets the same 401 ``authentication_error`` with the same message,
+so an answer never tells which.
 
 This is plain ASGI middleware rather than a FastAPI dependency because FastAPI reads and parses a
 request's JSON body before it resolves dependencies: here an unauthenticated caller is turned away
@@ -39,6 +41,7 @@ ORG_SCOPE_KEY = "longops.org"
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+SELF_AUTHENTICATED_PREFIX = "/ui"
 AUTH_MESSAGE = (
     "a valid API key is required: send the header `Authorization: Bearer <key>` "
     "(keys are created with `longops keys create --org NAME`)"
@@ -92,12 +95,16 @@ def _bearer_token(scope: Scope) -> str | None:
     return token.strip()
 
 
+def _is_dashboard(path: str) -> bool:
+    return path == SELF_AUTHENTICATED_PREFIX or path.startswith(SELF_AUTHENTICATED_PREFIX + "/")
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or _is_dashboard(scope["path"]):
             await self.app(scope, receive, send)
             return
         state: _AuthState = scope["app"].state.longops

@@ -296,3 +296,10 @@ async def list_deliveries(conn: AsyncConnection, job_id: str) -> Sequence[RowMap
         .mappings()
         .all()
     )
+
+
+async def delivery_pending(conn: AsyncConnection, job_id: str) -> bool:
+    """Whether the job's event is still to be delivered (queued, retrying, or redelivered)."""
+    e = webhook_events.c
+    query = select(e.id).where(e.job_id == job_id, e.state == EventState.PENDING).limit(1)
+    return (await conn.execute(query)).first() is not None

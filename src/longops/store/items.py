@@ -51,6 +51,12 @@ async def list_item_rows(
     return rows[:limit], len(rows) > limit
 
 
+async def get_item_row(conn: AsyncConnection, job_id: str, item_id: str) -> RowMapping | None:
+    """One item of a job with its request ``params`` (the dashboard's item view); None if unknown."""
+    query = select(*_PAGE_COLUMNS, items.c.params).where(items.c.job_id == job_id, items.c.id == item_id)
+    return (await conn.execute(query)).mappings().first()
+
+
 async def stream_result_lines(db: Database, job_id: str, chunk_size: int = 2000) -> AsyncIterator[str]:
     """NDJSON lines of every final item, in request order, read in keyset chunks (bounded memory).
 

@@ -357,11 +357,14 @@ async def list_job_rows(
     after: str | None = None,
     job_type: str | None = None,
     status: str | None = None,
+    provider: str | None = None,
 ) -> tuple[Sequence[RowMapping], bool]:
     """Newest first (ids are time-ordered), keyset-paginated by id. Returns (rows, has_more)."""
     query = select(jobs).where(jobs.c.org_id == org_id)
     if job_type is not None:
         query = query.where(jobs.c.job_type == job_type)
+    if provider is not None:
+        query = query.where(jobs.c.provider == provider)
     if status is not None:
         query = query.where(jobs.c.status == status)
     if after is not None:

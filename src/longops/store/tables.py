@@ -230,3 +230,17 @@ usage_daily = Table(
     Column("requests", BigInteger, nullable=False),
     *(Column(name, BigInteger, nullable=False) for name in USAGE_FIELDS),
 )
+
+# Dashboard sessions (migration 0010; see store/ui_sessions.py): a signed-in browser's cookie names a
+# row by a random token, of which only the SHA-256 is stored; the row names the API key it was opened
+# with, so a revoked key ends its sessions on the next request.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the cookie's token
+    Column("key_id", String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_ui_sessions_expires_at", "expires_at"),
+)

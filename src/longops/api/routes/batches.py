@@ -97,10 +97,11 @@ async def list_batches(
     limit: Limit = 20,
     after: str | None = None,
     status: JobStatus | None = None,
+    provider: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[Batch]:
     async with state.db.read() as conn:
         rows, has_more = await job_store.list_job_rows(
-            conn, org, limit=limit, after=after, job_type=LLM_BATCH, status=status
+            conn, org, limit=limit, after=after, job_type=LLM_BATCH, status=status, provider=provider
         )
         data = await job_store.load_batches(conn, rows, state.prices)
     return Page[Batch](data=data, has_more=has_more, last_id=data[-1].id if data else None)
