@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.keys import bearer, create_key_now, revoke_keys_now
+from tests.support.processes import wait_for
 from tests.support.servers import app_in_thread
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -177,3 +178,32 @@ def test_batches_filter_by_provider_in_the_api_and_the_page(make_settings) -> No
         assert too_long.status_code == 422 and too_long.json()["error"]["message"].startswith("provider:")
         assert batch["id"] in client.get("/ui/batches", params={"provider": "simulator"}).text
         assert batch["id"] not in client.get("/ui/batches", params={"provider": "anthropic"}).text
+
+
+def test_the_batch_and_item_pages_show_the_apis_cost_and_tokens(make_settings) -> None:  # type: ignore[no-untyped-def]
+    with app_in_thread(make_settings(), run_engine=True) as app, httpx.Client(base_url=app.url) as client:
+        params = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "cost me something"}],
+        }
+        body = {"provider": "simulator", "requests": [{"custom_id": "a", "params": params}]}
+        created = client.post("/v1/batches", json=body)
+        assert created.status_code == 201, created.text
+        batch_id = created.json()["id"]
+
+        def ended() -> dict[str, Any] | None:
+            batch: dict[str, Any] = client.get(f"/v1/batches/{batch_id}").json()
+            return batch if batch["status"] == "completed" else None
+
+        batch = wait_for(ended, timeout=60, what="the batch completed")
+        [item] = client.get(f"/v1/batches/{batch_id}/items").json()["data"]
+        assert item["cost"] is not None and batch["cost"]["amount"] == item["cost"]
+
+        page = client.get(f"/ui/batches/{batch_id}").text
+        assert f"${batch['cost']['amount']} (batch prices)" in page
+        usage = batch["usage"]
+        assert f"{usage['input_tokens']} / {usage['output_tokens']}" in page
+        item_page = client.get(f"/ui/batches/{batch_id}/items/{item['id']}").text
+        assert f"${item['cost']}" in item_page
+        assert f"{item['usage']['input_tokens']} / {item['usage']['output_tokens']}" in item_page
