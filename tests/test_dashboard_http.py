@@ -207,3 +207,5 @@ def test_the_batch_and_item_pages_show_the_apis_cost_and_tokens(make_settings) -
         item_page = client.get(f"/ui/batches/{batch_id}/items/{item['id']}").text
         assert f"${item['cost']}" in item_page
         assert f"{item['usage']['input_tokens']} / {item['usage']['output_tokens']}" in item_page
+        overview = client.get("/ui/").text  # the only batch of this database: today's spend is its cost
+        assert f'<dd id="cost-today">${batch["cost"]["amount"]}</dd>' in overview

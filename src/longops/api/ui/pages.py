@@ -11,6 +11,7 @@ refreshing while the batch or job is active or its webhook is still to be delive
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from longops.api.deps import AppState, state_of
 from longops.api.routes import batches, deliveries, jobs
+from longops.api.routes import usage as usage_route
 from longops.api.ui.render import UIRoute, enum_filter, page
 from longops.api.ui.security import ViewerDep
 from longops.domain.statuses import ItemStatus, JobStatus
@@ -55,7 +57,15 @@ async def overview(request: Request, viewer: ViewerDep) -> Response:
         last_poll = await dashboard.last_poll(conn, viewer.org)
         attention = await load_batches(conn, attention_rows, state.prices)
     recent = await batches.list_batches(state, viewer.org, limit=ATTENTION_ROWS)
+    today = datetime.now(UTC).date()
+    # GET /v1/usage itself (its summary rows: no scan of items), for today and this month (UTC).
+    spent_today = await usage_route.usage(state, viewer.org, start=today.isoformat(), end=today.isoformat())
+    spent_month = await usage_route.usage(
+        state, viewer.org, start=today.replace(day=1).isoformat(), end=today.isoformat()
+    )
     context = {
+        "cost_today": spent_today.data[0].cost if spent_today.data else None,
+        "cost_month": spent_month.data[0].cost if spent_month.data else None,
         "counts": counts,
         "attention": attention,
         "recent": recent.data,
@@ -145,7 +155,11 @@ async def item_page(request: Request, batch_id: str, item_id: str, viewer: Viewe
         row = await get_item_row(conn, batch_id, item_id)
     if row is None:
         raise JobNotFound(item_id)
-    context = {"batch": batch, "item": item_view(row, batch.provider, state.prices), "params": json.loads(row["params"])}
+    context = {
+        "batch": batch,
+        "item": item_view(row, batch.provider, state.prices),
+        "params": json.loads(row["params"]),
+    }
     return page(request, "item.html", context, viewer)
 
 
