@@ -16,12 +16,14 @@ import asyncpg
 import httpx
 import pytest
 
+from longops import Client
 from longops.settings import Settings
 from tests.support.disks import small_disk
 from tests.support.harness import requests_for
+from tests.support.leadership import query
 from tests.support.postgres import dsn
 from tests.support.processes import Cluster, cluster, wait_for_async
-from tests.support.servers import app_in_loop
+from tests.support.servers import app_in_loop, app_in_thread
 
 HANDLERS = "tests.handlers_example"
 
@@ -222,3 +224,32 @@ async def test_a_full_disk_answers_507_to_uploads_and_creates_and_readyz_says_wh
                 assert "free disk space" in refused.json()["error"]["message"]
                 (disk / "filler").unlink()
                 assert (await client.get("/v1/batches")).json()["data"] == []  # nothing half-written
+
+
+def test_a_lost_database_connection_answers_503_and_the_sdk_retries(  # type: ignore[no-untyped-def]
+    make_settings, database_url: str
+) -> None:
+    """A pooled connection the database dropped (a restart, a failover, pg_terminate_backend) is
+    a 503 ``database_unavailable`` with Retry-After, never a 500; the SDK's create, which carries an
+    Idempotency-Key, is retried and creates the batch once."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    body = {"provider": "simulator", "requests": [{"custom_id": "a", "params": {"max_tokens": 8}}]}
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with app_in_thread(make_settings(), run_engine=False) as app, httpx.Client(base_url=app.url) as client:
+        assert client.post("/v1/batches", json=body).status_code == 201  # the pool holds a connection
+        assert query(database_url, kill)[0]["n"] >= 1
+        refused = client.post("/v1/batches", json=body)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "database_unavailable"
+        assert refused.headers["retry-after"] == "1"
+
+        query(database_url, kill)
+        with Client(base_url=app.url) as sdk:
+            batch = sdk.batches.create(provider="simulator", requests=body["requests"])
+        listed = client.get("/v1/batches", params={"limit": 10}).json()["data"]
+        assert [b["id"] for b in listed].count(batch.id) == 1
+        assert len(listed) == 2  # the first create and the SDK's: the refused one stored nothing

@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
+from longops import Client
 from longops.settings import Settings
 from tests.support.disks import small_disk
 from tests.support.harness import requests_for
@@ -88,12 +89,11 @@ def _one_leader(urls: list[str], pg_url: str) -> bool:
 
 
 def _batch_completes_once(api: str, pg_url: str, size: int) -> None:
+    # Through the SDK, as a user would: a pooled connection the storm cut is answered 503
+    # (database_unavailable), which the SDK retries with the create's Idempotency-Key.
+    with Client(base_url=api, timeout=30) as sdk:
+        batch_id = sdk.batches.create(provider="simulator", requests=requests_for(*map(str, range(size)))).id
     with httpx.Client(base_url=api, timeout=30) as client:
-        created = client.post(
-            "/v1/batches", json={"provider": "simulator", "requests": requests_for(*map(str, range(size)))}
-        )
-        assert created.status_code == 201, created.text
-        batch_id = created.json()["id"]
         wait_for(
             lambda: client.get(f"/v1/batches/{batch_id}").json()["status"] == "completed",
             90,

@@ -91,7 +91,7 @@ async def _fill(db: Database) -> None:
 async def _batch(db: Database) -> str:
     requests = parse_requests(
         requests_for(*(f"q{i}" for i in range(ITEMS_PER_BATCH))),
-        accepts_openai_lines=False,
+        openai_endpoint=None,
         max_requests=ITEMS_PER_BATCH,
     )
     new = job_store.NewBatch(org_id="acme", provider="simulator", requests=requests)

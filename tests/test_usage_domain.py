@@ -182,7 +182,7 @@ def test_the_estimate_prices_input_for_low_and_adds_max_output_for_high() -> Non
             },
             {"model": "mystery", "max_tokens": 7, "messages": [{"role": "user", "content": "abc"}]},
         ),
-        accepts_openai_lines=False,
+        openai_endpoint=None,
         max_requests=10,
     )
     found = estimate_batch(parsed, BUNDLED, "anthropic", "anthropic", "batch")

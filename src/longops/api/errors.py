@@ -14,7 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from longops.domain.requests import BatchValidationError
 from longops.domain.statuses import InvalidTransition
 from longops.store.jobs import CancelNotAllowed, IdempotencyConflict, JobNotFound
-from longops.store.storage import STORAGE_FULL_MESSAGE, is_storage_full
+from longops.store.storage import (
+    DATABASE_UNAVAILABLE_MESSAGE,
+    STORAGE_FULL_MESSAGE,
+    is_database_unavailable,
+    is_storage_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ _HTTP_TYPES = {
     422: "validation_error",
     429: "rate_limited",
     431: "headers_too_large",
+    503: "database_unavailable",
     507: "insufficient_storage",
 }
 
@@ -118,5 +124,10 @@ def install_error_handlers(app: FastAPI) -> None:
             if app_state is not None:
                 app_state.storage.refused()
             return error_response(507, "insufficient_storage", STORAGE_FULL_MESSAGE)
+        if is_database_unavailable(exc):
+            log.warning("a request found the database out of reach: %s", type(exc).__name__, exc_info=exc)
+            response = error_response(503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE)
+            response.headers["Retry-After"] = "1"
+            return response
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")

@@ -60,7 +60,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from longops.domain.prices import PriceTable
 from longops.domain.provider_status import ProviderPhase
@@ -83,7 +83,7 @@ from longops.store import provider_batches as pbs
 from longops.store.completion import EndedBatch, complete_ended_batches
 from longops.store.db import Database, defer_commit_flush
 from longops.store.items import ItemSpan, close_items, ingest_results
-from longops.store.storage import is_storage_full
+from longops.store.storage import is_database_unavailable, is_storage_full
 from longops.store.terms import Deposed
 from longops.store.transitions import finalize_batch_if_done
 from longops.store.types import utcnow
@@ -450,10 +450,10 @@ def _independent_of_batches(exc: BaseException) -> bool:
     """Whether a failed write says nothing about the batches it held: the database out of reach,
     busy or out of space, or this instance no longer the leader. Writing them one by one would fail
     alike (and the loop's own backoff spaces the retries)."""
-    if is_storage_full(exc):
+    if is_storage_full(exc) or is_database_unavailable(exc):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+        return False  # the statement itself failed: a poison batch, written alone to find it
     return isinstance(exc, (Deposed, OSError, TimeoutError))
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 RECENT_SECONDS = 60.0
 _SQLITE_FULL = 13
@@ -50,6 +51,22 @@ def is_storage_full(exc: BaseException) -> bool:
             return True
     return False
 
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is out of reach or busy for the moment (a connection lost
+    or refused, a lock timeout) rather than anything about the statement or the data: the same
+    work may succeed when retried. A full disk is not this (:func:`is_storage_full`)."""
+    if is_storage_full(exc):
+        return False
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError))
+
+
+DATABASE_UNAVAILABLE_MESSAGE = (
+    "the database is out of reach for the moment (a connection was lost, or it is busy), so nothing "
+    "was written: retry shortly (the SDK does); if it persists, check LONGOPS_DATABASE_URL and /readyz"
+)
 
 STORAGE_FULL_MESSAGE = (
     "the server's storage is full, so nothing was written: free disk space (or grow the volume) "
