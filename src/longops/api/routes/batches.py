@@ -10,11 +10,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from longops.api.callback_urls import ensure_callback_url_allowed
-from longops.api.deps import Org, State, org_of, state_of
+from longops.api.deps import AppState, Org, State, org_of, state_of
 from longops.api.errors import APIError
 from longops.api.limits import check_create_fields
 from longops.api.offload import OffloadingRoute, off_loop
-from longops.domain.requests import checked_endpoint, parse_requests
+from longops.domain.requests import BatchRequest, checked_endpoint, parse_requests
 from longops.domain.schemas import Batch, Item, Page
 from longops.domain.statuses import ItemStatus, JobStatus
 from longops.providers.registry import not_configured_reason
@@ -50,14 +50,10 @@ class BatchCreate(BaseModel):
     callback_url: str | None = None
 
 
-@router.post("", status_code=201, response_model=Batch)
-async def create_batch(
-    body: BatchCreate,
-    request: Request,
-    state: State,
-    org: Org,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Batch:
+async def checked_create(body: BatchCreate, state: AppState) -> tuple[str, list[BatchRequest]]:
+    """The checks of a create body that need no database (``POST /v1/batches`` and its estimate):
+    the provider, the endpoint, the metadata and callback URL limits, every request. Returns the
+    batch's endpoint and its requests; raises the 422 naming the field."""
     spec = state.providers.get(body.provider)
     if spec is None:
         raise APIError(
@@ -73,6 +69,18 @@ async def create_batch(
         max_requests=state.settings.max_batch_requests,
         max_depth=state.settings.max_json_depth,
     )
+    return endpoint, parsed
+
+
+@router.post("", status_code=201, response_model=Batch)
+async def create_batch(
+    body: BatchCreate,
+    request: Request,
+    state: State,
+    org: Org,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Batch:
+    endpoint, parsed = await checked_create(body, state)
     await ensure_callback_url_allowed(body.callback_url, state.settings)
     new = job_store.NewBatch(
         org_id=org,

@@ -8,16 +8,13 @@ from fastapi import APIRouter, Query
 
 from longops.api.deps import Org, State
 from longops.api.errors import APIError
-from longops.api.limits import check_create_fields
-from longops.api.offload import OffloadingRoute, off_loop
-from longops.api.routes.batches import BatchCreate
+from longops.api.offload import OffloadingRoute
+from longops.api.routes.batches import BatchCreate, checked_create
 from longops.domain.estimate import estimate_batch
 from longops.domain.prices import decimal_text
-from longops.domain.requests import checked_endpoint, parse_requests
 from longops.domain.schemas import BatchEstimate, EstimateCost, Price, PriceList, UsageReport, UsageRow
 from longops.domain.usage import USAGE_FIELDS
 from longops.domain.usage_query import UsageQueryError, day_range, parse_group_by
-from longops.providers.registry import not_configured_reason
 from longops.store.usage import DailyUsage, daily_usage
 from longops.store.views import cost_view
 
@@ -28,21 +25,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 @batch_router.post("/estimate", response_model=BatchEstimate)
 async def estimate(body: BatchCreate, state: State) -> BatchEstimate:
     """What the batch this body would create might cost; validated as ``POST /v1/batches``, nothing stored."""
-    spec = state.providers.get(body.provider)
-    if spec is None:
-        raise APIError(
-            422, "validation_error", f"provider: {not_configured_reason(body.provider, state.providers)}"
-        )
-    endpoint = checked_endpoint(body.endpoint, spec.endpoints, spec.name)
-    check_create_fields(state.settings, metadata=body.metadata, callback_url=body.callback_url)
-    parsed = await off_loop(
-        len(body.requests),
-        parse_requests,
-        body.requests,
-        openai_endpoint=endpoint if spec.accepts_openai_lines else None,
-        max_requests=state.settings.max_batch_requests,
-        max_depth=state.settings.max_json_depth,
-    )
+    _endpoint, parsed = await checked_create(body, state)
     basis = state.prices.basis_of(body.provider)
     result = estimate_batch(
         parsed, state.prices, body.provider, state.prices.protocol_of(body.provider), basis
