@@ -371,27 +371,31 @@ def keys_revoke(
 
 # --- client side -------------------------------------------------------------------------------------
 
+RequestsFile = Annotated[
+    Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
+]
+ProviderName = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        show_default=False,
+        help="Provider of the batch (required; `longops providers` lists this server's).",
+    ),
+]
+EndpointPath = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PATH", help="The batch's endpoint, e.g. /v1/embeddings (default: the provider's first)."
+    ),
+]
+
 
 @_client_command(app)
 def submit(
     ctx: typer.Context,
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
-    ],
-    provider: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            show_default=False,
-            help="Provider to run the batch on (required; `longops providers` lists this server's).",
-        ),
-    ] = None,
-    endpoint: Annotated[
-        str | None,
-        typer.Option(
-            metavar="PATH", help="The batch's endpoint, e.g. /v1/embeddings (default: the provider's first)."
-        ),
-    ] = None,
+    file: RequestsFile,
+    provider: ProviderName = None,
+    endpoint: EndpointPath = None,
     metadata: Annotated[
         str | None, typer.Option(metavar="JSON", help="A JSON object stored with the batch.")
     ] = None,
@@ -599,23 +603,17 @@ def _required_provider(client: Client, provider: str | None) -> str:
 @_client_command(app)
 def estimate(
     ctx: typer.Context,
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help='JSONL file, one {"custom_id", "params"} request a line.')
-    ],
-    provider: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            show_default=False,
-            help="Provider the batch would run on (required; `longops providers` lists this server's).",
-        ),
-    ] = None,
+    file: RequestsFile,
+    provider: ProviderName = None,
+    endpoint: EndpointPath = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON estimate.")] = False,
 ) -> None:
     """Estimate what submitting FILE would cost (a dry run: the server stores nothing)."""
     requests = _read_requests(file)
     with _client(ctx) as client:
-        found = client.batches.estimate(provider=_required_provider(client, provider), requests=requests)
+        found = client.batches.estimate(
+            provider=_required_provider(client, provider), requests=requests, endpoint=endpoint
+        )
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
         return

@@ -62,6 +62,21 @@ class DeliveryList(BaseModel):
     data: list[Delivery]
 
 
+def _create_body(
+    provider: str,
+    requests: Iterable[Mapping[str, Any]],
+    metadata: Mapping[str, Any] | None,
+    callback_url: str | None,
+    endpoint: str | None,
+) -> dict[str, Any]:
+    body = _with_options(
+        {"provider": provider, "requests": [dict(r) for r in requests]}, metadata, callback_url
+    )
+    if endpoint is not None:
+        body["endpoint"] = endpoint
+    return body
+
+
 def create_batch(
     provider: str,
     requests: Iterable[Mapping[str, Any]],
@@ -72,11 +87,7 @@ def create_batch(
 ) -> RequestSpec:
     """The key is fixed here, once per call, so every retry of the call carries the same one and the
     server answers a resend with the batch it already created instead of creating a second one."""
-    body = _with_options(
-        {"provider": provider, "requests": [dict(r) for r in requests]}, metadata, callback_url
-    )
-    if endpoint is not None:
-        body["endpoint"] = endpoint
+    body = _create_body(provider, requests, metadata, callback_url, endpoint)
     key = idempotency_key or str(uuid.uuid4())
     return RequestSpec("POST", BATCHES.path, body=body, headers={"Idempotency-Key": key})
 
@@ -86,11 +97,10 @@ def estimate_batch(
     requests: Iterable[Mapping[str, Any]],
     metadata: Mapping[str, Any] | None,
     callback_url: str | None,
+    endpoint: str | None = None,
 ) -> RequestSpec:
-    """``POST /v1/batches/estimate``: stores nothing, so a resend is harmless."""
-    body = _with_options(
-        {"provider": provider, "requests": [dict(r) for r in requests]}, metadata, callback_url
-    )
+    """``POST /v1/batches/estimate``: the create body; stores nothing, so a resend is harmless."""
+    body = _create_body(provider, requests, metadata, callback_url, endpoint)
     return RequestSpec("POST", f"{BATCHES.path}/estimate", body=body)
 
 

@@ -219,9 +219,10 @@ class Batches(_Resource[Batch]):
         requests: Iterable[Mapping[str, Any]],
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
+        endpoint: str | None = None,
     ) -> BatchEstimate:
         """What the batch ``create`` would make with these arguments might cost; nothing is stored."""
-        spec = routes.estimate_batch(provider, requests, metadata, callback_url)
+        spec = routes.estimate_batch(provider, requests, metadata, callback_url, endpoint)
         return parse(BatchEstimate, self._transport.request(spec))
 
     @overload
