@@ -6,8 +6,9 @@ the batch's creation (its ``created_at``) to its ``completed_at``, both set by t
 
 * 20,000 requests at concurrency 64 with 0 ms of answer latency (target ≥ 1,500 requests/s) and
   with 200 ms (target ≥ 0.9 × 64 / 0.2 s = 288 requests/s);
-* 100,000 requests at 0 ms: the server's peak RSS (target < 300 MB), which includes parsing the
-  100,000-request ``POST /v1/batches`` body, and its largest resident memory sampled while sending.
+* 100,000 requests at 0 ms, created from an uploaded JSONL file (streamed, as ``longops submit``
+  does for a large file): the server's peak RSS (target < 300 MB) and its largest resident memory
+  sampled while sending.
 
 It also prints the simulator's peak of requests in flight (never above the concurrency) and
 checks every item succeeded and was sent once.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -26,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+
+from longops import Client
 
 from _common import cluster, database, peak_rss_mb, print_machine, profiling_pid, summarize_profile, wait_for
 
@@ -49,10 +53,19 @@ def rss_mb(pid: int) -> float:
 
 
 def run(
-    api: str, simulator: str, requests: int, latency: float, server_pid: int, sending_rss: list[float]
+    api: str,
+    simulator: str,
+    requests: int,
+    latency: float,
+    server_pid: int,
+    sending_rss: list[float],
+    *,
+    upload: bool = False,
 ) -> tuple[float, int, int]:
     """(requests/s, peak in flight, calls) for one batch of ``requests`` at ``latency`` seconds;
-    appends the server's resident memory, sampled while it sends, to ``sending_rss``."""
+    appends the server's resident memory, sampled while it sends, to ``sending_rss``. ``upload``:
+    create it from a JSONL file, streamed (``POST /v1/files`` and a ``batch_ingest`` job, what
+    ``longops submit`` does above 16 MiB), instead of one JSON body the server parses whole."""
     httpx.post(f"{simulator}/_simulator/config", json={"live_latency_seconds": latency}).raise_for_status()
     before = httpx.get(f"{simulator}/_simulator/stats").json()["live"]["calls"]
     body = {
@@ -65,9 +78,19 @@ def run(
             for i in range(requests)
         ],
     }
-    created = httpx.post(f"{api}/v1/batches", json=body, timeout=300)
-    created.raise_for_status()
-    batch_id = created.json()["id"]
+    if upload:
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as lines:
+            for request in body["requests"]:
+                lines.write(json.dumps(request) + "\n")
+        try:
+            with Client(base_url=api, timeout=300) as client:
+                batch_id = client.batches.create_from_file(lines.name, provider="openai_compatible").id
+        finally:
+            os.unlink(lines.name)
+    else:
+        created = httpx.post(f"{api}/v1/batches", json=body, timeout=300)
+        created.raise_for_status()
+        batch_id = created.json()["id"]
 
     def ended() -> dict[str, object] | None:
         sending_rss.append(rss_mb(server_pid))
@@ -129,11 +152,11 @@ def main() -> None:
             print(summarize_profile(args.profile))
         if args.rss_requests:
             sending: list[float] = []
-            rate, peak, calls = run(api, simulator, args.rss_requests, 0.0, server_pid, sending)
+            rate, peak, calls = run(api, simulator, args.rss_requests, 0.0, server_pid, sending, upload=True)
             print(
-                f"{args.backend}: {args.rss_requests:,} requests at 0 ms: {rate:,.0f} requests/s, "
-                f"server peak RSS {peak_rss_mb(server_pid):.0f} MB (the create of {args.rss_requests:,} "
-                f"requests included), at most {max(sending):.0f} MB while sending "
+                f"{args.backend}: {args.rss_requests:,} requests at 0 ms, created from an uploaded file: "
+                f"{rate:,.0f} requests/s, server peak RSS {peak_rss_mb(server_pid):.0f} MB (every run of "
+                f"this process included), at most {max(sending):.0f} MB while sending "
                 f"(peak in flight {peak}, calls {calls:,})",
                 flush=True,
             )
