@@ -2,9 +2,9 @@
 
 Playwright's own browser download is never used (``executable_path`` points at the system's
 chromium; the README's test command, which .ci/run runs, installs it with apt-get). Every page the
-tests open is watched: each request the page makes is recorded, and one to any host other than 127.0.0.1 is aborted and recorded as
-leaving loopback, so a test can assert that nothing did. The host resolver maps every other name to
-nothing as a second lock.
+tests open is watched: each request the page makes is recorded, and one to any host other than
+127.0.0.1 is aborted and recorded as leaving loopback, so a test can assert that nothing did. The
+host resolver maps every other name to nothing as a second lock.
 """
 
 from __future__ import annotations
