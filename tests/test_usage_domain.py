@@ -194,6 +194,17 @@ def test_the_estimate_prices_input_for_low_and_adds_max_output_for_high() -> Non
     assert found.unpriced_models == ("mystery",)
 
 
+def test_a_request_without_a_model_is_counted_but_neither_priced_nor_listed_as_unpriced() -> None:
+    parsed = parse_requests(
+        _requests({"max_tokens": 5, "messages": [{"role": "user", "content": "abc"}]}),
+        openai_endpoint=None,
+        max_requests=10,
+    )
+    found = estimate_batch(parsed, BUNDLED, "anthropic", "anthropic", "batch")
+    assert (found.requests, found.max_output_tokens, found.unpriced_models) == (1, 5, ())
+    assert found.low == found.high == 0
+
+
 def test_group_by_keys_are_checked_and_ordered() -> None:
     assert parse_group_by("day,model") == ("model", "day")
     assert parse_group_by(None) == ()

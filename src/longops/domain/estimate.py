@@ -79,6 +79,8 @@ def estimate_batch(
         count += 1
         input_total += input_tokens
         output_total += max_output
+        if not model:  # the provider refuses a request without a model: it costs nothing
+            continue
         row = table.find(provider, protocol, model)
         if row is None:
             unpriced.add(model)
